@@ -1,0 +1,17 @@
+// Subcommands of the overdrive executable; each registers its options and callback on the app.
+#pragma once
+
+namespace CLI {
+class App;
+}
+
+namespace overdrive::cli {
+
+/// `overdrive render`: writes a PNG of a view or a tile.
+void add_render_command(CLI::App &app);
+
+/// Exit status for a usage error detected after parsing (CLI11 uses its own codes for parse
+/// errors).
+inline constexpr int usage_error = 2;
+
+} // namespace overdrive::cli

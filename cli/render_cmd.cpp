@@ -1,0 +1,187 @@
+// `overdrive render`: renders a view or a tile to a PNG file, in row bands, with progress.
+#include "cli/commands.hpp"
+#include "render/render.hpp"
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <unistd.h>
+
+namespace overdrive::cli {
+namespace {
+
+struct RenderArgs {
+  std::string center;
+  double width = 3.0;
+  std::string tile;
+  std::string size;
+  int iter = 1000;
+  std::string palette = "classic";
+  std::string precision = "f64";
+  std::string isa = "auto";
+  std::string out = "mandelbrot.png";
+};
+
+[[noreturn]] void fail(const std::string &msg) {
+  std::cerr << "overdrive render: error: " << msg << "\n";
+  std::exit(usage_error);
+}
+
+bool parse_pair(const std::string &s, char sep, std::string &a, std::string &b) {
+  const auto pos = s.find(sep);
+  if (pos == std::string::npos) return false;
+  a = s.substr(0, pos);
+  b = s.substr(pos + 1);
+  return !a.empty() && !b.empty();
+}
+
+double parse_double(const std::string &s, const char *what) {
+  try {
+    std::size_t used = 0;
+    const double v = std::stod(s, &used);
+    if (used != s.size() || !std::isfinite(v)) throw std::invalid_argument(s);
+    return v;
+  } catch (const std::exception &) {
+    fail(std::string("malformed ") + what + " '" + s + "'");
+  }
+}
+
+std::int64_t parse_int(const std::string &s, const char *what) {
+  try {
+    std::size_t used = 0;
+    const long long v = std::stoll(s, &used);
+    if (used != s.size()) throw std::invalid_argument(s);
+    return v;
+  } catch (const std::exception &) {
+    fail(std::string("malformed ") + what + " '" + s + "'");
+  }
+}
+
+// "WxH" or "N" (square).
+std::pair<int, int> parse_size(const std::string &s) {
+  std::string a, b;
+  const bool pair = parse_pair(s, 'x', a, b);
+  const auto w = parse_int(pair ? a : s, "--size");
+  const auto h = pair ? parse_int(b, "--size") : w;
+  if (w < 1 || h < 1 || w > Limits::max_image_side || h > Limits::max_image_side)
+    fail("--size " + s + " is out of range (1 to " + std::to_string(Limits::max_image_side) +
+         " pixels per side)");
+  return {static_cast<int>(w), static_cast<int>(h)};
+}
+
+RenderRequest build_request(const RenderArgs &a) {
+  RenderRequest req;
+  req.max_iter = a.iter;
+  if (auto p = parse_palette(a.palette)) req.palette = *p;
+  if (auto p = parse_precision(a.precision)) req.precision = *p;
+  if (auto i = parse_isa(a.isa)) {
+    if (!isa_supported(*i)) fail("--isa " + a.isa + " is not supported by this CPU or build");
+    req.isa = *i;
+  }
+  if (!a.tile.empty()) {
+    const auto first = a.tile.find('/'), last = a.tile.rfind('/');
+    if (first == std::string::npos || first == last)
+      fail("malformed --tile '" + a.tile + "' (expected Z/X/Y)");
+    const auto z = parse_int(a.tile.substr(0, first), "tile zoom");
+    const TileId t{static_cast<int>(std::clamp<std::int64_t>(z, -1, Limits::max_tile_zoom + 1)),
+                   parse_int(a.tile.substr(first + 1, last - first - 1), "tile x"),
+                   parse_int(a.tile.substr(last + 1), "tile y")};
+    if (!tile_is_valid(t))
+      fail("--tile " + a.tile + " is outside its zoom level (zoom 0.." +
+           std::to_string(Limits::max_tile_zoom) + ", 0 <= x,y < 2^zoom)");
+    const auto [w, h] = a.size.empty() ? std::pair{256, 256} : parse_size(a.size);
+    if (w != h) fail("--size for a tile must be square");
+    req.view = tile_viewport(t, w);
+    return req;
+  }
+  const auto [w, h] = a.size.empty() ? std::pair{1024, 1024} : parse_size(a.size);
+  std::string re = "-0.5", im = "0";
+  if (!a.center.empty() && !parse_pair(a.center, ',', re, im))
+    fail("malformed --center '" + a.center + "' (expected RE,IM, e.g. -0.75,0.1)");
+  req.view = {parse_double(re, "--center real part"), parse_double(im, "--center imaginary part"),
+              a.width, w, h};
+  if (req.view.pixel_size() <= 0.0 || !std::isfinite(req.view.pixel_size()))
+    fail("--width is too small for this image size");
+  return req;
+}
+
+int run_render(const RenderArgs &a) {
+  const RenderRequest req = build_request(a);
+  // Fail before minutes of rendering if the output cannot be written.
+  std::ofstream file(a.out, std::ios::binary | std::ios::trunc);
+  if (!file) fail("cannot write '" + a.out + "': " + std::strerror(errno));
+
+  const int w = req.view.pixel_width, h = req.view.pixel_height;
+  Image img{w, h, std::vector<std::uint8_t>(static_cast<std::size_t>(w) * h * 3)};
+  const bool progress = isatty(STDERR_FILENO) != 0;
+  const int band = 32;
+  const auto t0 = std::chrono::steady_clock::now();
+  RenderStats stats;
+  for (int row = 0; row < h; row += band) {
+    const int end = std::min(h, row + band);
+    const auto row_bytes = static_cast<std::size_t>(w) * 3;
+    stats += render_rows(req, row, end,
+                         std::span(img.rgb).subspan(row * row_bytes, (end - row) * row_bytes));
+    if (progress) std::fprintf(stderr, "\rrendering %3d%%", end * 100 / h);
+  }
+  if (progress) std::fprintf(stderr, "\r");
+  const auto t1 = std::chrono::steady_clock::now();
+  const auto png = encode_png(img);
+  const auto t2 = std::chrono::steady_clock::now();
+  file.write(reinterpret_cast<const char *>(png.data()), static_cast<std::streamsize>(png.size()));
+  file.close();
+  if (!file) fail("writing '" + a.out + "' failed");
+  auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  std::cerr << "wrote " << a.out << " (" << w << "x" << h << ", " << png.size() / 1024
+            << " KiB; render " << ms(t1 - t0) << " ms, encode " << ms(t2 - t1) << " ms)\n";
+  return 0;
+}
+
+} // namespace
+
+void add_render_command(CLI::App &app) {
+  auto args = std::make_shared<RenderArgs>();
+  auto *cmd = app.add_subcommand("render", "Render a view or a tile of the Mandelbrot set to PNG");
+  auto *center =
+      cmd->add_option("--center", args->center, "Centre of the view as RE,IM (default -0.5,0)");
+  auto *width = cmd->add_option("--width", args->width,
+                                "Width of the view in the complex plane (default 3)")
+                    ->check(CLI::Validator(
+                        [](std::string &v) {
+                          double d = 0;
+                          return CLI::detail::lexical_cast(v, d) && std::isfinite(d) && d > 0
+                                     ? std::string{}
+                                     : "must be a positive number, got " + v;
+                        },
+                        "POSITIVE"));
+  cmd->add_option("--tile", args->tile,
+                  "Render slippy-map tile Z/X/Y instead (zoom 0 = re [-2.5,1.5] x im [-2,2], "
+                  "zoom up to " +
+                      std::to_string(Limits::max_tile_zoom) + ")")
+      ->excludes(center)
+      ->excludes(width);
+  cmd->add_option("--size", args->size,
+                  "Image size WIDTHxHEIGHT or N (default 1024x1024, 256 for a tile; at most " +
+                      std::to_string(Limits::max_image_side) + " per side)");
+  cmd->add_option("--iter", args->iter,
+                  "Maximum iterations per pixel (1 to " + std::to_string(Limits::max_iterations) +
+                      ", default 1000)")
+      ->check(CLI::Range(1, Limits::max_iterations));
+  cmd->add_option("--palette", args->palette, "Colour palette: " + palette_names())
+      ->check(CLI::IsMember({"classic", "fire", "ocean", "grey"}));
+  cmd->add_option("--precision", args->precision, "Number format of the kernel: f64 or f32")
+      ->check(CLI::IsMember({"f64", "f32"}));
+  cmd->add_option("--isa", args->isa,
+                  "Kernel instruction set: auto, scalar, avx2, avx512 (default auto)")
+      ->check(CLI::IsMember({"auto", "scalar", "avx2", "avx512"}));
+  cmd->add_option("--out", args->out, "Output PNG file (default mandelbrot.png)");
+  cmd->callback([args] { std::exit(run_render(*args)); });
+}
+
+} // namespace overdrive::cli

@@ -1,0 +1,200 @@
+// Geometry, smooth colouring and row rendering. The escape-time loop itself lives behind
+// run_kernel() (kernel.cpp) so that faster kernels can replace it without touching this file.
+#include "render/render.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cassert>
+#include <cmath>
+
+namespace overdrive {
+
+double Viewport::re_at(int px) const noexcept {
+  const double pix = pixel_size();
+  return center_re - 0.5 * width + (px + 0.5) * pix;
+}
+
+double Viewport::im_at(int py) const noexcept {
+  const double pix = pixel_size();
+  return center_im + 0.5 * pix * pixel_height - (py + 0.5) * pix;
+}
+
+bool tile_is_valid(const TileId &tile) noexcept {
+  if (tile.z < 0 || tile.z > Limits::max_tile_zoom) return false;
+  const std::int64_t n = std::int64_t{1} << tile.z;
+  return tile.x >= 0 && tile.y >= 0 && tile.x < n && tile.y < n;
+}
+
+TileBounds tile_bounds(const TileId &tile) noexcept {
+  assert(tile_is_valid(tile));
+  // 4 / 2^z is a power of two, so every edge below is exact in double.
+  const double span = std::ldexp(4.0, -tile.z);
+  const double re_min = -2.5 + static_cast<double>(tile.x) * span;
+  const double im_max = 2.0 - static_cast<double>(tile.y) * span;
+  return {re_min, re_min + span, im_max - span, im_max};
+}
+
+Viewport tile_viewport(const TileId &tile, int size) noexcept {
+  const TileBounds b = tile_bounds(tile);
+  const double span = b.re_max - b.re_min;
+  return {b.re_min + 0.5 * span, b.im_min + 0.5 * span, span, size, size};
+}
+
+namespace {
+
+struct Rgb {
+  std::uint8_t r, g, b;
+};
+
+struct Stop {
+  double at;
+  Rgb rgb;
+};
+
+constexpr int lut_size = 1024;
+using Lut = std::array<Rgb, lut_size>;
+
+Lut make_lut(std::initializer_list<Stop> stops) {
+  // Stops are cyclic: the last one wraps to the first at 1.0.
+  std::vector<Stop> s(stops);
+  s.push_back({1.0, s.front().rgb});
+  Lut lut{};
+  for (int i = 0; i < lut_size; ++i) {
+    const double t = static_cast<double>(i) / lut_size;
+    std::size_t k = 0;
+    while (k + 2 < s.size() && t >= s[k + 1].at) ++k;
+    const double f = (t - s[k].at) / (s[k + 1].at - s[k].at);
+    auto mix = [f](std::uint8_t a, std::uint8_t b) {
+      return static_cast<std::uint8_t>(std::lround(a + (b - a) * f));
+    };
+    lut[static_cast<std::size_t>(i)] = {mix(s[k].rgb.r, s[k + 1].rgb.r),
+                                        mix(s[k].rgb.g, s[k + 1].rgb.g),
+                                        mix(s[k].rgb.b, s[k + 1].rgb.b)};
+  }
+  return lut;
+}
+
+const Lut &palette_lut(Palette p) {
+  static const Lut classic = make_lut({{0.0, {0, 7, 100}},
+                                       {0.16, {32, 107, 203}},
+                                       {0.42, {237, 255, 255}},
+                                       {0.6425, {255, 170, 0}},
+                                       {0.8575, {0, 2, 0}}});
+  static const Lut fire = make_lut({{0.0, {12, 0, 0}},
+                                    {0.25, {170, 20, 0}},
+                                    {0.5, {255, 140, 0}},
+                                    {0.75, {255, 240, 140}},
+                                    {0.9, {255, 255, 255}}});
+  static const Lut ocean = make_lut({{0.0, {0, 8, 28}},
+                                     {0.3, {0, 70, 130}},
+                                     {0.6, {30, 170, 210}},
+                                     {0.8, {210, 245, 255}}});
+  static const Lut grey = make_lut({{0.0, {16, 16, 16}}, {0.5, {240, 240, 240}}});
+  switch (p) {
+  case Palette::Fire: return fire;
+  case Palette::Ocean: return ocean;
+  case Palette::Grey: return grey;
+  case Palette::Classic: break;
+  }
+  return classic;
+}
+
+// Iterations per trip around the palette; small enough to show bands near the set's edge.
+constexpr double palette_period = 64.0;
+
+Rgb colour(const Lut &lut, std::uint32_t n, float mag2, int max_iter) noexcept {
+  if (n >= static_cast<std::uint32_t>(max_iter)) return {0, 0, 0};
+  // Continuous escape count: n + 1 - log2(log|z|), with |z| > 2 at escape.
+  const double log_zn = 0.5 * std::log(static_cast<double>(std::max(mag2, 4.0f)));
+  const double mu = static_cast<double>(n) + 1.0 - std::log2(log_zn / std::log(2.0));
+  double t = std::fmod(std::max(mu, 0.0) / palette_period, 1.0);
+  const auto idx = std::min(static_cast<int>(t * lut_size), lut_size - 1);
+  return lut[static_cast<std::size_t>(idx)];
+}
+
+} // namespace
+
+RenderStats render_rows(const RenderRequest &req, int row_begin, int row_end,
+                        std::span<std::uint8_t> out) {
+  const Viewport &v = req.view;
+  assert(v.pixel_width > 0 && v.pixel_height > 0 && req.max_iter > 0);
+  assert(0 <= row_begin && row_begin <= row_end && row_end <= v.pixel_height);
+  assert(out.size() == static_cast<std::size_t>(row_end - row_begin) *
+                           static_cast<std::size_t>(v.pixel_width) * 3);
+  const auto w = static_cast<std::size_t>(v.pixel_width);
+  // Scratch is per call, so concurrent callers never share it; a row is at most 32768 wide.
+  std::vector<std::uint32_t> iters(w);
+  std::vector<float> mag2(w);
+  const Lut &lut = palette_lut(req.palette);
+  RenderStats stats;
+  for (int py = row_begin; py < row_end; ++py) {
+    const RowJob job{v.re_at(0), v.pixel_size(), v.im_at(py), v.pixel_width, req.max_iter,
+                     iters.data(), mag2.data()};
+    run_kernel(job, req.precision, req.isa);
+    std::uint8_t *dst = out.data() + static_cast<std::size_t>(py - row_begin) * w * 3;
+    for (std::size_t k = 0; k < w; ++k) {
+      stats.iterations += iters[k];
+      const Rgb c = colour(lut, iters[k], mag2[k], req.max_iter);
+      dst[3 * k] = c.r;
+      dst[3 * k + 1] = c.g;
+      dst[3 * k + 2] = c.b;
+    }
+  }
+  return stats;
+}
+
+Image render_image(const RenderRequest &req, RenderStats *stats) {
+  Image img{req.view.pixel_width, req.view.pixel_height, {}};
+  img.rgb.resize(static_cast<std::size_t>(img.width) * static_cast<std::size_t>(img.height) * 3);
+  const RenderStats s = render_rows(req, 0, img.height, img.rgb);
+  if (stats) *stats = s;
+  return img;
+}
+
+namespace {
+template <typename E, std::size_t N>
+std::optional<E> find_name(const std::array<std::pair<std::string_view, E>, N> &names,
+                           std::string_view name) noexcept {
+  for (const auto &[n, e] : names)
+    if (n == name) return e;
+  return std::nullopt;
+}
+
+constexpr std::array<std::pair<std::string_view, Palette>, 4> palettes{
+    {{"classic", Palette::Classic},
+     {"fire", Palette::Fire},
+     {"ocean", Palette::Ocean},
+     {"grey", Palette::Grey}}};
+constexpr std::array<std::pair<std::string_view, Precision>, 2> precisions{
+    {{"f64", Precision::F64}, {"f32", Precision::F32}}};
+constexpr std::array<std::pair<std::string_view, Isa>, 4> isas{
+    {{"auto", Isa::Auto}, {"scalar", Isa::Scalar}, {"avx2", Isa::Avx2}, {"avx512", Isa::Avx512}}};
+
+template <typename E, std::size_t N>
+std::string_view find_enum(const std::array<std::pair<std::string_view, E>, N> &names,
+                           E e) noexcept {
+  for (const auto &[n, v] : names)
+    if (v == e) return n;
+  return "?";
+}
+} // namespace
+
+std::string_view to_string(Palette p) noexcept { return find_enum(palettes, p); }
+std::string_view to_string(Precision p) noexcept { return find_enum(precisions, p); }
+std::string_view to_string(Isa isa) noexcept { return find_enum(isas, isa); }
+std::optional<Palette> parse_palette(std::string_view n) noexcept { return find_name(palettes, n); }
+std::optional<Precision> parse_precision(std::string_view n) noexcept {
+  return find_name(precisions, n);
+}
+std::optional<Isa> parse_isa(std::string_view n) noexcept { return find_name(isas, n); }
+
+std::string palette_names() {
+  std::string s;
+  for (const auto &[n, e] : palettes) {
+    if (!s.empty()) s += ", ";
+    s += n;
+  }
+  return s;
+}
+
+} // namespace overdrive

@@ -1,0 +1,145 @@
+// Public interface of the renderer: Mandelbrot views and tiles as immutable values, the
+// escape-time kernels behind one small boundary, smooth colouring and PNG encoding.
+// Knows nothing of executors or HTTP; callers split work through render_rows().
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace overdrive {
+
+/// Hard limits shared by every front end (CLI, HTTP); validate against them at the edge.
+struct Limits {
+  static constexpr int max_image_side = 32768;     ///< Pixels per side of one image.
+  static constexpr int max_tile_size = 1024;       ///< Pixels per side of one tile.
+  static constexpr int max_tile_zoom = 40;         ///< Below this doubles still resolve pixels.
+  static constexpr int max_iterations = 10000000;  ///< Iteration cap for one pixel.
+};
+
+/// Colour maps for escaped points; points inside the set are always black.
+enum class Palette { Classic, Fire, Ocean, Grey };
+
+/// Number format of the escape-time loop.
+enum class Precision { F64, F32 };
+
+/// Instruction sets a kernel may use; Auto picks the best the CPU offers.
+enum class Isa { Auto, Scalar, Avx2, Avx512 };
+
+/// A rectangle of the complex plane sampled on a pixel grid. Square pixels.
+struct Viewport {
+  double center_re = -0.5;
+  double center_im = 0.0;
+  double width = 3.0;  ///< Width of the image in the complex plane.
+  int pixel_width = 1024;
+  int pixel_height = 1024;
+
+  /// Size of one pixel in the complex plane.
+  double pixel_size() const noexcept { return width / pixel_width; }
+  /// Real part of the centre of pixel column px.
+  double re_at(int px) const noexcept;
+  /// Imaginary part of the centre of pixel row py (row 0 is the top).
+  double im_at(int py) const noexcept;
+  friend bool operator==(const Viewport &, const Viewport &) = default;
+};
+
+/// A slippy-map tile id z/x/y. Zoom 0 is one tile covering re [-2.5, 1.5] x im [-2, 2];
+/// zoom z has 2^z x 2^z tiles, x grows rightwards and y downwards (imaginary part decreasing).
+struct TileId {
+  int z = 0;
+  std::int64_t x = 0;
+  std::int64_t y = 0;
+  friend bool operator==(const TileId &, const TileId &) = default;
+};
+
+/// Edges of a tile in the complex plane.
+struct TileBounds {
+  double re_min, re_max, im_min, im_max;
+};
+
+/// True when 0 <= z <= Limits::max_tile_zoom and 0 <= x, y < 2^z.
+bool tile_is_valid(const TileId &tile) noexcept;
+/// Bounds of a valid tile; exact in binary floating point.
+TileBounds tile_bounds(const TileId &tile) noexcept;
+/// The viewport of a valid tile rendered at size x size pixels.
+Viewport tile_viewport(const TileId &tile, int size) noexcept;
+
+/// Everything that determines the pixels of one image. An immutable value: copy it freely.
+struct RenderRequest {
+  Viewport view;
+  int max_iter = 1000;
+  Palette palette = Palette::Classic;
+  Precision precision = Precision::F64;
+  Isa isa = Isa::Auto;
+  friend bool operator==(const RenderRequest &, const RenderRequest &) = default;
+};
+
+/// An 8-bit RGB image, rows top to bottom, 3 bytes per pixel.
+struct Image {
+  int width = 0;
+  int height = 0;
+  std::vector<std::uint8_t> rgb;
+};
+
+/// What a render did; iterations is the sum of escape counts (max_iter for interior points).
+struct RenderStats {
+  std::uint64_t iterations = 0;
+  RenderStats &operator+=(const RenderStats &o) noexcept {
+    iterations += o.iterations;
+    return *this;
+  }
+};
+
+/// Renders rows [row_begin, row_end) of req into out, which holds exactly
+/// (row_end - row_begin) * width * 3 bytes. Thread-safe: distinct row ranges may be rendered
+/// concurrently into distinct buffers. Preconditions (validated at the edge) are asserted.
+RenderStats render_rows(const RenderRequest &req, int row_begin, int row_end,
+                        std::span<std::uint8_t> out);
+
+/// Renders the whole image on the calling thread.
+Image render_image(const RenderRequest &req, RenderStats *stats = nullptr);
+
+/// Encodes an RGB image as an 8-bit RGB PNG.
+std::vector<std::uint8_t> encode_png(const Image &image);
+/// Encodes rows of RGB pixels as an 8-bit RGB PNG (lets callers avoid copying into an Image).
+std::vector<std::uint8_t> encode_png(std::span<const std::uint8_t> rgb, int width, int height);
+
+// ---- the kernel boundary -------------------------------------------------------------------
+
+/// Escape counts of one row: count points c = re0 + k*dre + im*i, k in [0, n).
+/// iters[k] receives the escape iteration (max_iter if the point never escaped) and mag2[k]
+/// |z|^2 at escape (used for smooth colouring; unspecified for interior points).
+struct RowJob {
+  double re0, dre, im;
+  int n;
+  int max_iter;
+  std::uint32_t *iters;
+  float *mag2;
+};
+
+/// The scalar double-precision reference kernel every faster kernel is tested against.
+void kernel_reference(const RowJob &job) noexcept;
+/// Runs the kernel selected by precision and isa (Auto = best available, overridable by the
+/// OVERDRIVE_ISA environment variable: scalar, avx2, avx512).
+void run_kernel(const RowJob &job, Precision precision, Isa isa) noexcept;
+/// The instruction set Auto resolves to on this CPU (after the OVERDRIVE_ISA override).
+Isa best_isa() noexcept;
+/// True when this CPU and build can run kernels for isa.
+bool isa_supported(Isa isa) noexcept;
+
+// ---- names ---------------------------------------------------------------------------------
+
+std::string_view to_string(Palette p) noexcept;
+std::string_view to_string(Precision p) noexcept;
+std::string_view to_string(Isa isa) noexcept;
+std::optional<Palette> parse_palette(std::string_view name) noexcept;
+std::optional<Precision> parse_precision(std::string_view name) noexcept;
+std::optional<Isa> parse_isa(std::string_view name) noexcept;
+/// Comma-separated valid names, for error messages.
+std::string palette_names();
+
+} // namespace overdrive

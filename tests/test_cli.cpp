@@ -1,0 +1,118 @@
+// The overdrive executable as a user runs it: exit codes, messages and output files.
+#include "common/stb_decode.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <doctest/doctest.h>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <sys/wait.h>
+
+namespace {
+
+struct Run {
+  int status = -1;
+  std::string output;  // stdout and stderr together
+};
+
+std::string shell_quote(const std::string &s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+Run run_overdrive(const std::string &args) {
+  const std::string bin = OVERDRIVE_BIN_PATH;
+  // timeout bounds every run; the CLI itself must never hang.
+  const std::string cmd = "timeout 60 " + shell_quote(bin) + " " + args + " 2>&1";
+  Run r;
+  FILE *p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  std::size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+std::filesystem::path temp_png(const char *name) {
+  return std::filesystem::temp_directory_path() /
+         (std::string("overdrive_test_") + std::to_string(::getpid()) + "_" + name);
+}
+
+std::vector<std::uint8_t> read_file(const std::filesystem::path &p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), {}};
+}
+
+} // namespace
+
+TEST_CASE("Cli.HelpIsComplete") {
+  const Run top = run_overdrive("--help");
+  CHECK(top.status == 0);
+  CHECK(top.output.find("render") != std::string::npos);
+  const Run r = run_overdrive("render --help");
+  CHECK(r.status == 0);
+  for (const char *flag : {"--center", "--width", "--tile", "--size", "--iter", "--palette", "--out",
+                           "32768", "10000000"})
+    CHECK_MESSAGE(r.output.find(flag) != std::string::npos, flag);
+}
+
+TEST_CASE("Cli.RenderWritesAValidPng") {
+  const auto out = temp_png("ok.png");
+  const Run r = run_overdrive("render --size 64x48 --iter 100 --out " + out.string());
+  CHECK(r.status == 0);
+  CHECK(r.output.find(out.string()) != std::string::npos);
+  const auto d = overdrive::test::decode_png(read_file(out));
+  CHECK(d.width == 64);
+  CHECK(d.height == 48);
+  std::filesystem::remove(out);
+}
+
+TEST_CASE("Cli.RenderTileDefaultsTo256") {
+  const auto out = temp_png("tile.png");
+  const Run r = run_overdrive("render --tile 2/1/1 --iter 64 --out " + out.string());
+  CHECK(r.status == 0);
+  const auto d = overdrive::test::decode_png(read_file(out));
+  CHECK(d.width == 256);
+  CHECK(d.height == 256);
+  std::filesystem::remove(out);
+}
+
+TEST_CASE("Cli.BadFlagsFailWithOneClearLine") {
+  const auto out = temp_png("bad.png").string();
+  struct Case {
+    std::string args;
+    std::string says;
+  };
+  const Case cases[] = {
+      {"render --size 0", "--size"},
+      {"render --size 100000x10", "--size"},
+      {"render --size 10xq", "--size"},
+      {"render --iter -5", "--iter"},
+      {"render --iter 0", "--iter"},
+      {"render --iter 99999999999", "--iter"},
+      {"render --center abc", "--center"},
+      {"render --center 1,zz", "--center"},
+      {"render --width -1", "--width"},
+      {"render --tile 2/4/0", "--tile"},
+      {"render --tile 2/0", "--tile"},
+      {"render --tile 99/0/0", "--tile"},
+      {"render --tile 1/0/0 --center 0,0", "excludes"},
+      {"render --palette plaid", "--palette"},
+      {"render --out /nonexistent-dir/x.png", "cannot write"},
+      {"render --no-such-flag", "no-such-flag"},
+      {"frobnicate", "frobnicate"},
+  };
+  for (const auto &c : cases) {
+    CAPTURE(c.args);
+    const Run r = run_overdrive(c.args + (c.args.find("--out") == std::string::npos ? " --out " + out : ""));
+    CHECK(r.status != 0);
+    CHECK(r.output.find(c.says) != std::string::npos);
+    CHECK(r.output.find("Segmentation") == std::string::npos);
+  }
+  std::filesystem::remove(out);
+}

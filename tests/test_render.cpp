@@ -1,0 +1,208 @@
+// Renderer: known escape counts, geometry of tiles, colouring and PNG round trips.
+#include "common/stb_decode.hpp"
+#include "render/render.hpp"
+
+#include <complex>
+#include <doctest/doctest.h>
+
+using namespace overdrive;
+
+namespace {
+
+// Escape count of one point through the given kernel (row of length 1).
+std::uint32_t escape_count(double re, double im, int max_iter, Precision p = Precision::F64,
+                           Isa isa = Isa::Scalar) {
+  std::uint32_t it = 0;
+  float m = 0;
+  run_kernel({re, 0.0, im, 1, max_iter, &it, &m}, p, isa);
+  return it;
+}
+
+// An independent textbook implementation on std::complex, for cross-checking the kernel.
+std::uint32_t complex_escape(std::complex<double> c, int max_iter) {
+  std::complex<double> z = 0;
+  for (int n = 1; n <= max_iter; ++n) {
+    z = z * z + c;
+    if (std::norm(z) > 4.0) return static_cast<std::uint32_t>(n);
+  }
+  return static_cast<std::uint32_t>(max_iter);
+}
+
+RenderRequest full_view(int size, int iter) {
+  RenderRequest r;
+  r.view = {-0.5, 0.0, 3.0, size, size};
+  r.max_iter = iter;
+  return r;
+}
+
+} // namespace
+
+TEST_CASE("Render.InteriorPointsNeverEscape") {
+  // 0 (main cardioid), -1 (period-2 bulb), -0.1226+0.7449i (near the centre of the period-3
+  // bulb). -0.1+0.65i, often quoted as inside, escapes at iteration 75 (see below).
+  for (auto [re, im] : {std::pair{0.0, 0.0}, {-1.0, 0.0}, {-0.1226, 0.7449}}) {
+    CAPTURE(re);
+    CAPTURE(im);
+    CHECK(escape_count(re, im, 10000) == 10000u);
+    CHECK(escape_count(re, im, 500) == 500u);
+  }
+}
+
+TEST_CASE("Render.EscapeCountsOfKnownPoints") {
+  // c = 1: z = 1, 2, 5 -> |z| > 2 first at iteration 3.
+  CHECK(escape_count(1.0, 0.0, 1000) == 3u);
+  // c = 0.5: z = 0.5, 0.75, 1.0625, 1.6289, 3.1533 -> iteration 5.
+  CHECK(escape_count(0.5, 0.0, 1000) == 5u);
+  // c = 2i: z = 2i (|z| = 2, not beyond), -4 + 2i -> iteration 2.
+  CHECK(escape_count(0.0, 2.0, 1000) == 2u);
+  // Just outside the period-3 bulb; Python's complex arithmetic agrees.
+  CHECK(escape_count(-0.1, 0.65, 1000) == 75u);
+  // Far outside escapes at once.
+  CHECK(escape_count(3.0, 3.0, 1000) == 1u);
+}
+
+TEST_CASE("Render.ReferenceKernelMatchesTextbookOnAGrid") {
+  // An 8x8 grid straddling the boundary, checked point by point against std::complex.
+  for (int j = 0; j < 8; ++j)
+    for (int i = 0; i < 8; ++i) {
+      const double re = -2.0 + i * 0.33, im = -1.1 + j * 0.3;
+      CAPTURE(re);
+      CAPTURE(im);
+      CHECK(escape_count(re, im, 200) == complex_escape({re, im}, 200));
+    }
+}
+
+TEST_CASE("Render.FullViewIsSymmetricAboutTheRealAxis") {
+  const RenderRequest r = full_view(256, 256);
+  const Image img = render_image(r);
+  const std::size_t row = static_cast<std::size_t>(img.width) * 3;
+  int mismatched_rows = 0;
+  for (int y = 0; y < img.height / 2; ++y) {
+    const auto *a = img.rgb.data() + static_cast<std::size_t>(y) * row;
+    const auto *b = img.rgb.data() + static_cast<std::size_t>(img.height - 1 - y) * row;
+    if (!std::equal(a, a + row, b)) ++mismatched_rows;
+  }
+  CHECK(mismatched_rows == 0);
+}
+
+TEST_CASE("Render.InsideIsBlackOutsideIsNot") {
+  RenderRequest r = full_view(64, 256);
+  const Image img = render_image(r);
+  auto px = [&](int x, int y) {
+    const auto *p = &img.rgb[(static_cast<std::size_t>(y) * 64 + static_cast<std::size_t>(x)) * 3];
+    return std::array<int, 3>{p[0], p[1], p[2]};
+  };
+  // The centre column near -0.5+0i is inside the main cardioid; the corner is far outside.
+  CHECK(px(32, 32) == std::array<int, 3>{0, 0, 0});
+  CHECK(px(0, 0) != std::array<int, 3>{0, 0, 0});
+}
+
+TEST_CASE("Render.IsDeterministic") {
+  const RenderRequest r = full_view(128, 500);
+  CHECK(render_image(r).rgb == render_image(r).rgb);
+  CHECK(encode_png(render_image(r)) == encode_png(render_image(r)));
+}
+
+TEST_CASE("Render.PalettesDiffer") {
+  RenderRequest a = full_view(64, 200), b = a;
+  b.palette = Palette::Fire;
+  CHECK(render_image(a).rgb != render_image(b).rgb);
+  CHECK(parse_palette("ocean") == Palette::Ocean);
+  CHECK_FALSE(parse_palette("plaid").has_value());
+  CHECK(palette_names().find("grey") != std::string::npos);
+}
+
+TEST_CASE("Render.RowRangesComposeTheImage") {
+  const RenderRequest r = full_view(96, 300);
+  const Image whole = render_image(r);
+  std::vector<std::uint8_t> parts(whole.rgb.size());
+  const std::size_t row = 96 * 3;
+  for (int a = 0; a < 96; a += 17) {
+    const int b = std::min(96, a + 17);
+    render_rows(r, a, b, std::span(parts).subspan(static_cast<std::size_t>(a) * row,
+                                                   static_cast<std::size_t>(b - a) * row));
+  }
+  CHECK(parts == whole.rgb);
+}
+
+TEST_CASE("Tile.ZoomZeroCoversTheFixedSquare") {
+  const TileBounds b = tile_bounds({0, 0, 0});
+  CHECK(b.re_min == -2.5);
+  CHECK(b.re_max == 1.5);
+  CHECK(b.im_min == -2.0);
+  CHECK(b.im_max == 2.0);
+  const TileBounds t = tile_bounds({2, 3, 0});
+  CHECK(t.re_max == 1.5);  // x grows to the right
+  CHECK(t.im_max == 2.0);  // y = 0 is the top row
+}
+
+TEST_CASE("Tile.ValidityFollowsZoom") {
+  CHECK(tile_is_valid({0, 0, 0}));
+  CHECK_FALSE(tile_is_valid({0, 1, 0}));
+  CHECK(tile_is_valid({3, 7, 7}));
+  CHECK_FALSE(tile_is_valid({3, 8, 0}));
+  CHECK_FALSE(tile_is_valid({3, -1, 0}));
+  CHECK_FALSE(tile_is_valid({-1, 0, 0}));
+  CHECK_FALSE(tile_is_valid({Limits::max_tile_zoom + 1, 0, 0}));
+  const std::int64_t last = (std::int64_t{1} << Limits::max_tile_zoom) - 1;
+  CHECK(tile_is_valid({Limits::max_tile_zoom, last, last}));
+}
+
+TEST_CASE("Tile.ChildrenCoverTheirParentExactly") {
+  for (const TileId parent : {TileId{0, 0, 0}, TileId{3, 5, 2}, TileId{20, 123456, 654321}}) {
+    const TileBounds p = tile_bounds(parent);
+    const TileBounds tl = tile_bounds({parent.z + 1, 2 * parent.x, 2 * parent.y});
+    const TileBounds br = tile_bounds({parent.z + 1, 2 * parent.x + 1, 2 * parent.y + 1});
+    CHECK(tl.re_min == p.re_min);
+    CHECK(tl.im_max == p.im_max);
+    CHECK(br.re_max == p.re_max);
+    CHECK(br.im_min == p.im_min);
+    CHECK(tl.re_max == br.re_min);  // children meet in the middle
+    CHECK(tl.im_min == br.im_max);
+  }
+}
+
+TEST_CASE("Tile.NeighboursShareEdges") {
+  const TileBounds a = tile_bounds({4, 6, 9});
+  CHECK(a.re_max == tile_bounds({4, 7, 9}).re_min);
+  CHECK(a.im_min == tile_bounds({4, 6, 10}).im_max);
+}
+
+TEST_CASE("Tile.FourChildrenRenderTheParentPixels") {
+  // A parent at 2s pixels samples the same points as its four children at s pixels.
+  const TileId parent{1, 0, 1};
+  RenderRequest pr;
+  pr.view = tile_viewport(parent, 64);
+  pr.max_iter = 200;
+  const Image big = render_image(pr);
+  for (int dy = 0; dy < 2; ++dy)
+    for (int dx = 0; dx < 2; ++dx) {
+      RenderRequest cr = pr;
+      cr.view = tile_viewport({2, 2 * parent.x + dx, 2 * parent.y + dy}, 32);
+      const Image child = render_image(cr);
+      int diff = 0;
+      for (int y = 0; y < 32; ++y)
+        for (int x = 0; x < 32 * 3; ++x)
+          diff += child.rgb[static_cast<std::size_t>(y * 96 + x)] !=
+                  big.rgb[static_cast<std::size_t>((dy * 32 + y) * 192 + dx * 96 + x)];
+      CHECK(diff == 0);
+    }
+}
+
+TEST_CASE("Png.RoundTripsThePixels") {
+  const Image img = render_image(full_view(80, 300));
+  const auto png = encode_png(img);
+  REQUIRE(png.size() > 8);
+  const std::uint8_t signature[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  CHECK(std::equal(std::begin(signature), std::end(signature), png.begin()));
+  const auto d = test::decode_png(png);
+  CHECK(d.width == 80);
+  CHECK(d.height == 80);
+  CHECK(d.channels == 3);
+  CHECK(d.pixels == img.rgb);
+}
+
+TEST_CASE("Png.RejectsAMismatchedBuffer") {
+  std::vector<std::uint8_t> rgb(10);
+  CHECK_THROWS_AS(encode_png(rgb, 4, 4), std::invalid_argument);
+}
