@@ -1,0 +1,185 @@
+// Public interface of the executors: one small abstract class, three backends chosen at run
+// time (inline, tbb, pool), admission control as a return value, and per-job instrumentation.
+// Knows nothing of Mandelbrot or HTTP: jobs are opaque callables.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace overdrive {
+
+/// The one clock of the lab. On Linux steady_clock is CLOCK_MONOTONIC, shared by every process
+/// on the machine, so a client's timestamps line up with the server's.
+using Clock = std::chrono::steady_clock;
+
+/// Nanoseconds since the steady clock's epoch (the form used in traces and JSON).
+inline std::int64_t to_ns(Clock::time_point t) noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+enum class ExecutorKind { Inline, Tbb, Pool };
+
+/// "inline", "tbb" or "pool".
+std::string_view to_string(ExecutorKind kind) noexcept;
+/// Parses a kind name; nullopt for an unknown one.
+std::optional<ExecutorKind> parse_executor_kind(std::string_view name) noexcept;
+/// "inline, tbb, pool", for error messages.
+std::string executor_kind_names();
+/// All kinds, in a fixed order.
+std::vector<ExecutorKind> all_executor_kinds();
+
+struct ExecutorOptions {
+  int workers = 0;              ///< Concurrent jobs; 0 = number of cores.
+  std::size_t queue_limit = 0;  ///< Jobs that may wait for a worker; 0 = unlimited.
+  bool split = false;           ///< tbb: JobContext::for_rows spreads a job over all workers.
+  std::size_t trace_capacity = 4096;  ///< Job events kept in the ring buffer.
+};
+
+/// Thrown by make_executor for an invalid option (e.g. negative workers).
+class ExecutorError : public std::invalid_argument {
+public:
+  using std::invalid_argument::invalid_argument;
+};
+
+/// What a running job knows about itself.
+class JobContext {
+public:
+  using RowBody = std::function<void(int begin, int end)>;
+  using Splitter = std::function<void(int begin, int end, const RowBody &body)>;
+
+  JobContext(int worker, Clock::time_point submitted, Clock::time_point started,
+             const Splitter *splitter = nullptr) noexcept
+      : worker_(worker), submitted_(submitted), started_(started), splitter_(splitter) {}
+
+  /// Index of the worker running the job, in [0, workers).
+  int worker() const noexcept { return worker_; }
+  Clock::time_point submitted() const noexcept { return submitted_; }
+  Clock::time_point started() const noexcept { return started_; }
+  /// Runs body over [begin, end), possibly split into chunks run in parallel on the executor's
+  /// workers (tbb with split); otherwise body(begin, end) on this thread. Blocks until done.
+  void for_rows(int begin, int end, const RowBody &body) const {
+    if (splitter_ && *splitter_)
+      (*splitter_)(begin, end, body);
+    else if (begin < end)
+      body(begin, end);
+  }
+  /// Marks the job as failed (recorded in the trace), e.g. when it caught an exception.
+  void mark_failed() const noexcept { failed_ = true; }
+  /// Marks the job as cancelled (it gave up before doing its work, e.g. the client left).
+  void mark_cancelled() const noexcept { cancelled_ = true; }
+  bool failed() const noexcept { return failed_; }
+  bool cancelled() const noexcept { return cancelled_; }
+
+private:
+  int worker_;
+  Clock::time_point submitted_, started_;
+  const Splitter *splitter_;
+  mutable bool failed_ = false;
+  mutable bool cancelled_ = false;
+};
+
+/// A unit of work. Exceptions escaping it are caught by the executor and counted as failed.
+using Job = std::function<void(const JobContext &)>;
+
+enum class JobOutcome { Done, Refused, Failed, Cancelled };
+std::string_view to_string(JobOutcome outcome) noexcept;
+
+/// One finished (or refused) job in the trace. Times are to_ns() of Clock; start and end are 0
+/// for a refused job. worker is -1 for a refused job.
+struct JobEvent {
+  std::uint64_t seq = 0;  ///< Increases by one per event, from 1.
+  std::string label;
+  int worker = -1;
+  std::int64_t submit_ns = 0, start_ns = 0, end_ns = 0;
+  JobOutcome outcome = JobOutcome::Done;
+};
+
+/// Cumulative counters and the current state of an executor.
+struct ExecutorStats {
+  std::string name;
+  int workers = 0;
+  std::size_t queue_limit = 0;
+  std::size_t queued = 0;  ///< Waiting for a worker now.
+  int busy = 0;            ///< Running a job now.
+  std::uint64_t submitted = 0, refused = 0, completed = 0, failed = 0, cancelled = 0;
+  std::vector<double> busy_seconds;  ///< Per worker, since start.
+  /// Core-seconds during which a job was queued while a worker was idle: the integral over time
+  /// of min(queued, idle workers). ~0 means the "every worker busy or nobody waiting" invariant
+  /// held.
+  double idle_while_waiting_seconds = 0.0;
+  std::uint64_t last_seq = 0;  ///< Sequence number of the newest trace event.
+};
+
+/// The executor interface. All member functions are thread-safe.
+class Executor {
+public:
+  virtual ~Executor() = default;
+  Executor() = default;
+  Executor(const Executor &) = delete;
+  Executor &operator=(const Executor &) = delete;
+
+  /// Queues job (or, for inline, runs it now). Never blocks on a full queue: returns false at
+  /// once when the queue limit is reached or after shutdown, and records the refusal.
+  virtual bool submit(Job job, std::string label = {}) = 0;
+  /// "inline", "tbb" or "pool".
+  virtual std::string_view name() const noexcept = 0;
+  /// Maximum number of jobs running at once.
+  virtual int workers() const noexcept = 0;
+  /// Counters and current queue depth / busy workers.
+  virtual ExecutorStats stats() const = 0;
+  /// Trace events with seq > since, oldest first (older ones may have left the ring buffer).
+  virtual std::vector<JobEvent> trace_since(std::uint64_t since) const = 0;
+  /// Stops accepting jobs, runs every queued job, waits for running ones. Idempotent.
+  virtual void shutdown() = 0;
+};
+
+/// Builds an executor of the given kind. Throws ExecutorError on invalid options.
+std::unique_ptr<Executor> make_executor(ExecutorKind kind, const ExecutorOptions &options = {});
+/// Builds an executor from a kind name; throws ExecutorError listing the valid names if unknown.
+std::unique_ptr<Executor> make_executor(std::string_view kind, const ExecutorOptions &options = {});
+
+/// Trace events as a JSON array.
+std::string to_json(const std::vector<JobEvent> &events);
+/// Stats as a JSON object.
+std::string to_json(const ExecutorStats &stats);
+
+/// Submits f(const JobContext&) and returns a future of its result, or nullopt if the executor
+/// refused it. An exception thrown by f reaches the future's get(); the job is then counted as
+/// failed.
+template <typename F>
+auto submit_task(Executor &ex, F f, std::string label = {})
+    -> std::optional<std::future<std::invoke_result_t<F &, const JobContext &>>> {
+  using R = std::invoke_result_t<F &, const JobContext &>;
+  auto promise = std::make_shared<std::promise<R>>();
+  auto future = promise->get_future();
+  const bool accepted = ex.submit(
+      [promise, fn = std::move(f)](const JobContext &ctx) mutable {
+        try {
+          if constexpr (std::is_void_v<R>) {
+            fn(ctx);
+            promise->set_value();
+          } else {
+            promise->set_value(fn(ctx));
+          }
+        } catch (...) {
+          ctx.mark_failed();
+          promise->set_exception(std::current_exception());
+        }
+      },
+      std::move(label));
+  if (!accepted) return std::nullopt;
+  return future;
+}
+
+} // namespace overdrive

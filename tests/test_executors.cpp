@@ -1,0 +1,588 @@
+// Executors: the contract every backend shares (exactly-once, admission, draining shutdown, the
+// N cap, outcomes, traces, stats), the recorder's idle-while-waiting integral, and tbb's split.
+// States are built with gates and arrival counters, never sleeps; every wait is bounded.
+#include "common/latch_job.hpp"
+#include "executors/executor.hpp"
+#include "executors/recorder.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <doctest/doctest.h>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <thread>
+
+using namespace overdrive;
+using namespace overdrive::test;
+
+namespace {
+
+std::unique_ptr<Executor> make(ExecutorKind kind, int workers, std::size_t queue_limit = 0,
+                               std::size_t trace_capacity = 4096, bool split = false) {
+  ExecutorOptions options;
+  options.workers = workers;
+  options.queue_limit = queue_limit;
+  options.trace_capacity = trace_capacity;
+  options.split = split;
+  return make_executor(kind, options);
+}
+
+bool is_inline(ExecutorKind kind) { return kind == ExecutorKind::Inline; }
+
+void check_workers_in_range(const std::vector<JobEvent> &events, int workers) {
+  for (const auto &e : events) {
+    if (e.outcome == JobOutcome::Refused) {
+      CHECK(e.worker == -1);
+    } else {
+      CHECK(e.worker >= 0);
+      CHECK(e.worker < workers);
+    }
+  }
+}
+
+void runs_every_job_once(ExecutorKind kind) {
+  constexpr int kJobs = 1000;
+  std::vector<std::atomic<int>> runs(kJobs);
+  auto ex = make(kind, 2);
+  for (int i = 0; i < kJobs; ++i)
+    REQUIRE(ex->submit([&runs, i](const JobContext &) { runs[static_cast<std::size_t>(i)]++; },
+                       "job"));
+  ex->shutdown();
+  int wrong = 0;
+  for (const auto &r : runs) wrong += r.load() == 1 ? 0 : 1;
+  CHECK(wrong == 0);
+
+  const auto stats = ex->stats();
+  CHECK(stats.name == to_string(kind));
+  CHECK(stats.submitted == kJobs);
+  CHECK(stats.completed == kJobs);
+  CHECK(stats.refused + stats.failed + stats.cancelled == 0);
+  CHECK(stats.queued == 0);
+  CHECK(stats.busy == 0);
+  CHECK(stats.last_seq == kJobs);
+  REQUIRE(stats.busy_seconds.size() == 2);
+
+  const auto events = ex->trace_since(0);
+  REQUIRE(events.size() == kJobs);
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    CHECK(events[i].seq == i + 1);
+    CHECK(events[i].outcome == JobOutcome::Done);
+    CHECK(events[i].label == "job");
+    CHECK(events[i].submit_ns <= events[i].start_ns);
+    CHECK(events[i].start_ns <= events[i].end_ns);
+  }
+  check_workers_in_range(events, 2);
+}
+
+void task_result_and_exception(ExecutorKind kind) {
+  auto ex = make(kind, 2);
+  auto answer = submit_task(*ex, [](const JobContext &) { return 42; }, "answer");
+  REQUIRE(answer);
+  CHECK(answer->get() == 42);
+
+  auto boom = submit_task(
+      *ex, [](const JobContext &) -> int { throw std::runtime_error("boom"); }, "boom");
+  REQUIRE(boom);
+  CHECK_THROWS_WITH_AS(boom->get(), "boom", std::runtime_error);
+
+  auto nothing = submit_task(*ex, [](const JobContext &) {});
+  REQUIRE(nothing);
+  CHECK_NOTHROW(nothing->get());
+
+  ex->shutdown();  // stats are final once shutdown returns
+  const auto stats = ex->stats();
+  CHECK(stats.completed == 2);
+  CHECK(stats.failed == 1);
+}
+
+void records_outcomes(ExecutorKind kind) {
+  auto ex = make(kind, 1);
+  REQUIRE(ex->submit([](const JobContext &) {}, "done"));
+  REQUIRE(ex->submit([](const JobContext &ctx) { ctx.mark_failed(); }, "marked"));
+  REQUIRE(ex->submit([](const JobContext &ctx) { ctx.mark_cancelled(); }, "cancelled"));
+  REQUIRE(ex->submit([](const JobContext &) { throw 7; }, "thrown"));
+  ex->shutdown();
+  const auto stats = ex->stats();
+  CHECK(stats.completed == 1);
+  CHECK(stats.failed == 2);
+  CHECK(stats.cancelled == 1);
+
+  auto events = ex->trace_since(0);
+  REQUIRE(events.size() == 4);
+  std::sort(events.begin(), events.end(),
+            [](const JobEvent &a, const JobEvent &b) { return a.label < b.label; });
+  CHECK(events[0].label == "cancelled");
+  CHECK(events[0].outcome == JobOutcome::Cancelled);
+  CHECK(events[1].outcome == JobOutcome::Done);
+  CHECK(events[2].outcome == JobOutcome::Failed);
+  CHECK(events[3].outcome == JobOutcome::Failed);
+}
+
+void submit_after_shutdown_refused(ExecutorKind kind) {
+  auto ex = make(kind, 2);
+  REQUIRE(ex->submit([](const JobContext &) {}, "early"));
+  ex->shutdown();
+  ex->shutdown();  // idempotent
+  std::atomic<bool> ran_late{false};
+  CHECK_FALSE(ex->submit([&](const JobContext &) { ran_late = true; }, "late"));
+  CHECK_FALSE(submit_task(*ex, [](const JobContext &) { return 1; }).has_value());
+
+  CHECK_FALSE(ran_late.load());
+  const auto stats = ex->stats();
+  CHECK(stats.submitted == 3);
+  CHECK(stats.refused == 2);
+  CHECK(stats.completed == 1);
+  const auto events = ex->trace_since(1);
+  REQUIRE(events.size() == 2);
+  CHECK(events[0].label == "late");
+  CHECK(events[0].outcome == JobOutcome::Refused);
+  CHECK(events[0].worker == -1);
+  CHECK(events[0].submit_ns > 0);
+  CHECK(events[0].start_ns == 0);
+  CHECK(events[0].end_ns == 0);
+}
+
+// One worker held by a blocker, five jobs queued behind it, shutdown started, then the blocker
+// released: shutdown must run all five before returning.
+void shutdown_drains_queue(ExecutorKind kind) {
+  constexpr int kQueued = 5;
+  Gate gate;
+  Arrivals blocker_started;
+  std::atomic<int> ran{0};
+  auto ex = make(kind, 1);
+  Submitter submitter(*ex, is_inline(kind));
+  ScopeExit open_on_exit([&] { gate.open(); });
+
+  submitter.submit([&](const JobContext &) {
+    blocker_started.arrive();
+    CHECK(gate.wait());
+  });
+  REQUIRE(blocker_started.wait_for(1));
+  for (int i = 0; i < kQueued; ++i) submitter.submit([&](const JobContext &) { ++ran; });
+  REQUIRE(eventually([&] { return ex->stats().queued == kQueued; }));
+
+  std::atomic<bool> shutdown_returned{false};
+  std::thread stopper([&] {
+    ex->shutdown();
+    shutdown_returned = true;
+  });
+  if (!is_inline(kind)) {
+    // Probe until a submit is refused, proving shutdown has begun while jobs are queued. (An
+    // inline probe would block behind the blocker; there shutdown_returned is checked instead.)
+    int probes_accepted = 0;
+    CHECK(eventually([&] {
+      if (!ex->submit([&](const JobContext &) { ++ran; })) return true;
+      ++probes_accepted;
+      return false;
+    }));
+    CHECK(ex->stats().queued == static_cast<std::size_t>(kQueued + probes_accepted));
+    CHECK_FALSE(shutdown_returned.load());
+    gate.open();
+    stopper.join();
+    CHECK(ran == kQueued + probes_accepted);
+  } else {
+    CHECK_FALSE(shutdown_returned.load());  // cannot return while a job runs
+    gate.open();
+    stopper.join();
+    CHECK(ran == kQueued);
+    CHECK_FALSE(ex->submit([](const JobContext &) {}));
+  }
+  CHECK(submitter.join() == kQueued + 1);
+  const auto stats = ex->stats();
+  CHECK(stats.queued == 0);
+  CHECK(stats.busy == 0);
+}
+
+// N = 1, queue_limit = 2: the job that overflows the queue is refused; once a queued job starts
+// there is room again.
+void queue_limit(ExecutorKind kind) {
+  Gate release_blocker, release_rest;
+  Arrivals started;
+  auto ex = make(kind, 1, /*queue_limit=*/2);
+  Submitter submitter(*ex, is_inline(kind));
+  ScopeExit open_on_exit([&] {
+    release_blocker.open();
+    release_rest.open();
+  });
+  submitter.submit([&](const JobContext &) {
+    started.arrive();
+    CHECK(release_blocker.wait());
+  });
+  REQUIRE(started.wait_for(1));
+  const auto waiter = [&](const JobContext &) {
+    started.arrive();
+    CHECK(release_rest.wait());
+  };
+  submitter.submit(waiter, "q1");
+  submitter.submit(waiter, "q2");
+  REQUIRE(eventually([&] { return ex->stats().queued == 2; }));
+
+  // Inline refuses at once too: the queue is full, so the caller does not wait.
+  std::atomic<bool> overflow_ran{false};
+  CHECK_FALSE(ex->submit([&](const JobContext &) { overflow_ran = true; }, "overflow"));
+  CHECK(ex->stats().refused == 1);
+
+  release_blocker.open();  // q1 starts and blocks on release_rest: one place free
+  REQUIRE(started.wait_for(2));
+  REQUIRE(eventually([&] { return ex->stats().queued == 1; }));
+  submitter.submit(waiter, "q3");
+  REQUIRE(eventually([&] { return ex->stats().queued == 2; }));
+  CHECK_FALSE(ex->submit([](const JobContext &) {}, "overflow2"));
+
+  release_rest.open();
+  CHECK(submitter.join() == 4);
+  CHECK_FALSE(overflow_ran.load());
+  ex->shutdown();
+  const auto stats = ex->stats();
+  CHECK(stats.completed == 4);
+  CHECK(stats.refused == 2);
+  CHECK(stats.submitted == 6);
+  const auto events = ex->trace_since(0);
+  CHECK(std::count_if(events.begin(), events.end(), [](const JobEvent &e) {
+          return e.outcome == JobOutcome::Refused;
+        }) == 2);
+}
+
+// Many short jobs; an atomic high-water mark of concurrently running jobs must stay <= N.
+void never_more_than_n(ExecutorKind kind, int workers) {
+  constexpr int kJobs = 360;  // divisible by the 2N inline callers for N = 2 and 3
+  std::atomic<int> running{0}, high_water{0}, bad_worker{0}, ran{0};
+  auto ex = make(kind, workers);
+  const auto job = [&](const JobContext &ctx) {
+    const int now = ++running;
+    int seen = high_water.load();
+    while (now > seen && !high_water.compare_exchange_weak(seen, now)) {
+    }
+    if (ctx.worker() < 0 || ctx.worker() >= workers) ++bad_worker;
+    for (int i = 0; i < 20; ++i) std::this_thread::yield();  // widen the overlap window
+    ++ran;
+    --running;
+  };
+  if (is_inline(kind)) {
+    // Inline runs on the callers: 2N threads compete for N slots.
+    std::vector<std::thread> callers;
+    const int threads = 2 * workers;
+    for (int t = 0; t < threads; ++t)
+      callers.emplace_back([&] {
+        for (int i = 0; i < kJobs / threads; ++i) CHECK(ex->submit(job));
+      });
+    for (auto &c : callers) c.join();
+  } else {
+    for (int i = 0; i < kJobs; ++i) REQUIRE(ex->submit(job));
+  }
+  ex->shutdown();
+  CHECK(ran == kJobs);
+  CHECK(high_water <= workers);
+  CHECK(high_water >= 1);
+  CHECK(bad_worker == 0);
+  check_workers_in_range(ex->trace_since(0), workers);
+}
+
+// N jobs each wait until all N have started. A backend that ran fewer than N at once would hold
+// them until the bounded wait expires and fail; a healthy one leaves no job queued while a
+// worker idles, so idle_while_waiting stays near 0 (the bound is loose: a failure would show the
+// whole 20 s wait).
+void all_workers_busy(ExecutorKind kind, int workers) {
+  Arrivals arrived;
+  std::atomic<int> timed_out{0};
+  auto ex = make(kind, workers);
+  {
+    Submitter submitter(*ex, is_inline(kind));
+    for (int i = 0; i < workers; ++i)
+      submitter.submit([&](const JobContext &) {
+        arrived.arrive();
+        if (!arrived.wait_for(workers)) ++timed_out;
+      });
+    CHECK(submitter.join() == workers);
+  }
+  ex->shutdown();
+  CHECK(timed_out == 0);
+  const auto events = ex->trace_since(0);
+  REQUIRE(events.size() == static_cast<std::size_t>(workers));
+  std::set<int> distinct;
+  for (const auto &e : events) distinct.insert(e.worker);
+  CHECK(distinct.size() == static_cast<std::size_t>(workers));
+  check_workers_in_range(events, workers);
+  const auto stats = ex->stats();
+  MESSAGE(to_string(kind), " N=", workers, " idle_while_waiting_seconds=",
+          stats.idle_while_waiting_seconds);
+  CHECK(stats.idle_while_waiting_seconds >= 0.0);
+  CHECK(stats.idle_while_waiting_seconds < 0.5);
+}
+
+void trace_and_json(ExecutorKind kind) {
+  auto ex = make(kind, 1);
+  REQUIRE(ex->submit([](const JobContext &) {}, "a"));
+  REQUIRE(ex->submit([](const JobContext &) {}, "quote\" back\\ nl\n ctl\x01"));
+  REQUIRE(ex->submit([](const JobContext &) {}, "c"));
+  ex->shutdown();
+  CHECK_FALSE(ex->submit([](const JobContext &) {}, "refused"));
+
+  const auto all = ex->trace_since(0);
+  REQUIRE(all.size() == 4);
+  check_workers_in_range(all, 1);
+  const auto json = to_json(all);
+  CHECK(json.front() == '[');
+  CHECK(json.back() == ']');
+  for (const char *field : {"\"seq\":1,", "\"label\":\"a\"", "\"worker\":0,", "\"submit_ns\":",
+                            "\"start_ns\":", "\"end_ns\":", "\"outcome\":\"done\"",
+                            "\"outcome\":\"refused\"", "\"worker\":-1,", "\"start_ns\":0,"})
+    CHECK_MESSAGE(json.find(field) != std::string::npos, std::string(field), " in ", json);
+  CHECK(json.find(R"("label":"quote\" back\\ nl\n ctl\u0001")") != std::string::npos);
+  CHECK(to_json(std::vector<JobEvent>{}) == "[]");
+
+  const auto newer = ex->trace_since(2);
+  REQUIRE(newer.size() == 2);
+  CHECK(newer[0].seq == 3);
+  CHECK(newer[1].seq == 4);
+  CHECK(ex->trace_since(4).empty());
+  CHECK(ex->trace_since(100).empty());
+
+  const auto stats_json = to_json(ex->stats());
+  for (const char *field :
+       {"\"name\":\"", "\"workers\":1,", "\"queue_limit\":0,", "\"queued\":0,", "\"busy\":0,",
+        "\"submitted\":4,", "\"refused\":1,", "\"completed\":3,", "\"failed\":0,",
+        "\"cancelled\":0,", "\"busy_seconds\":[", "\"idle_while_waiting_seconds\":",
+        "\"last_seq\":4}"})
+    CHECK_MESSAGE(stats_json.find(field) != std::string::npos, std::string(field), " in ", stats_json);
+  CHECK(stats_json.front() == '{');
+}
+
+void trace_ring_buffer(ExecutorKind kind) {
+  auto ex = make(kind, 1, 0, /*trace_capacity=*/4);
+  for (int i = 1; i <= 10; ++i)
+    REQUIRE(ex->submit([](const JobContext &) {}, std::to_string(i)));
+  ex->shutdown();
+  const auto events = ex->trace_since(0);
+  REQUIRE(events.size() == 4);
+  for (std::size_t i = 0; i < 4; ++i) CHECK(events[i].seq == 7 + i);
+  const auto newer = ex->trace_since(8);
+  REQUIRE(newer.size() == 2);
+  CHECK(newer[0].seq == 9);
+  CHECK(ex->stats().last_seq == 10);
+}
+
+void for_rows_without_split(ExecutorKind kind) {
+  auto ex = make(kind, 2);
+  auto calls = submit_task(*ex, [](const JobContext &ctx) {
+    std::vector<std::pair<int, int>> seen;
+    ctx.for_rows(0, 64, [&](int begin, int end) { seen.emplace_back(begin, end); });
+    ctx.for_rows(5, 5, [&](int begin, int end) { seen.emplace_back(begin, end); });
+    return seen;
+  });
+  REQUIRE(calls);
+  const auto seen = calls->get();
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0] == std::pair{0, 64});
+}
+
+} // namespace
+
+TEST_CASE("Executor.KindNames") {
+  CHECK(executor_kind_names() == "inline, tbb, pool");
+  const auto kinds = all_executor_kinds();
+  REQUIRE(kinds.size() == 3);
+  for (const auto kind : kinds) CHECK(parse_executor_kind(to_string(kind)) == kind);
+  CHECK_FALSE(parse_executor_kind("TBB").has_value());
+  CHECK_FALSE(parse_executor_kind("").has_value());
+  CHECK(to_string(JobOutcome::Done) == "done");
+  CHECK(to_string(JobOutcome::Refused) == "refused");
+  CHECK(to_string(JobOutcome::Failed) == "failed");
+  CHECK(to_string(JobOutcome::Cancelled) == "cancelled");
+}
+
+TEST_CASE("Executor.UnknownKindListsValidNames") {
+  CHECK_THROWS_WITH_AS(make_executor("x"), "unknown executor 'x' (valid: inline, tbb, pool)",
+                       ExecutorError);
+  ExecutorOptions options;
+  options.workers = 2;
+  auto ex = make_executor("pool", options);
+  CHECK(ex->name() == "pool");
+  CHECK(ex->workers() == 2);
+}
+
+TEST_CASE("Executor.RejectsNegativeWorkers") {
+  for (const auto kind : all_executor_kinds()) {
+    ExecutorOptions options;
+    options.workers = -1;
+    CHECK_THROWS_AS(make_executor(kind, options), ExecutorError);
+  }
+}
+
+TEST_CASE("Executor.ZeroWorkersMeansCores") {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  for (const auto kind : all_executor_kinds()) {
+    auto ex = make_executor(kind);
+    CHECK(ex->workers() == cores);
+    CHECK(ex->stats().busy_seconds.size() == static_cast<std::size_t>(cores));
+  }
+}
+
+TEST_CASE("Executor.RunsEveryJobOnce.inline" * doctest::timeout(60)) {
+  runs_every_job_once(ExecutorKind::Inline);
+}
+TEST_CASE("Executor.RunsEveryJobOnce.tbb" * doctest::timeout(60)) {
+  runs_every_job_once(ExecutorKind::Tbb);
+}
+TEST_CASE("Executor.RunsEveryJobOnce.pool" * doctest::timeout(60)) {
+  runs_every_job_once(ExecutorKind::Pool);
+}
+
+TEST_CASE("Executor.TaskResultAndException.inline" * doctest::timeout(60)) {
+  task_result_and_exception(ExecutorKind::Inline);
+}
+TEST_CASE("Executor.TaskResultAndException.tbb" * doctest::timeout(60)) {
+  task_result_and_exception(ExecutorKind::Tbb);
+}
+TEST_CASE("Executor.TaskResultAndException.pool" * doctest::timeout(60)) {
+  task_result_and_exception(ExecutorKind::Pool);
+}
+
+TEST_CASE("Executor.RecordsOutcomes.inline" * doctest::timeout(60)) {
+  records_outcomes(ExecutorKind::Inline);
+}
+TEST_CASE("Executor.RecordsOutcomes.tbb" * doctest::timeout(60)) {
+  records_outcomes(ExecutorKind::Tbb);
+}
+TEST_CASE("Executor.RecordsOutcomes.pool" * doctest::timeout(60)) {
+  records_outcomes(ExecutorKind::Pool);
+}
+
+TEST_CASE("Executor.SubmitAfterShutdownRefused.inline" * doctest::timeout(60)) {
+  submit_after_shutdown_refused(ExecutorKind::Inline);
+}
+TEST_CASE("Executor.SubmitAfterShutdownRefused.tbb" * doctest::timeout(60)) {
+  submit_after_shutdown_refused(ExecutorKind::Tbb);
+}
+TEST_CASE("Executor.SubmitAfterShutdownRefused.pool" * doctest::timeout(60)) {
+  submit_after_shutdown_refused(ExecutorKind::Pool);
+}
+
+TEST_CASE("Executor.ShutdownDrainsQueue.inline" * doctest::timeout(60)) {
+  shutdown_drains_queue(ExecutorKind::Inline);
+}
+TEST_CASE("Executor.ShutdownDrainsQueue.tbb" * doctest::timeout(60)) {
+  shutdown_drains_queue(ExecutorKind::Tbb);
+}
+TEST_CASE("Executor.ShutdownDrainsQueue.pool" * doctest::timeout(60)) {
+  shutdown_drains_queue(ExecutorKind::Pool);
+}
+
+TEST_CASE("Executor.QueueLimitRefusesOverflow.inline" * doctest::timeout(60)) {
+  queue_limit(ExecutorKind::Inline);
+}
+TEST_CASE("Executor.QueueLimitRefusesOverflow.tbb" * doctest::timeout(60)) {
+  queue_limit(ExecutorKind::Tbb);
+}
+TEST_CASE("Executor.QueueLimitRefusesOverflow.pool" * doctest::timeout(60)) {
+  queue_limit(ExecutorKind::Pool);
+}
+
+TEST_CASE("Executor.NeverMoreThanN.inline" * doctest::timeout(60)) {
+  SUBCASE("2") { never_more_than_n(ExecutorKind::Inline, 2); }
+  SUBCASE("3") { never_more_than_n(ExecutorKind::Inline, 3); }
+}
+TEST_CASE("Executor.NeverMoreThanN.tbb" * doctest::timeout(60)) {
+  SUBCASE("2") { never_more_than_n(ExecutorKind::Tbb, 2); }
+  SUBCASE("3") { never_more_than_n(ExecutorKind::Tbb, 3); }
+}
+TEST_CASE("Executor.NeverMoreThanN.pool" * doctest::timeout(60)) {
+  SUBCASE("2") { never_more_than_n(ExecutorKind::Pool, 2); }
+  SUBCASE("3") { never_more_than_n(ExecutorKind::Pool, 3); }
+}
+
+TEST_CASE("Executor.AllWorkersBusyNoIdleWhileWaiting.inline" * doctest::timeout(60)) {
+  SUBCASE("2") { all_workers_busy(ExecutorKind::Inline, 2); }
+  SUBCASE("3") { all_workers_busy(ExecutorKind::Inline, 3); }
+}
+TEST_CASE("Executor.AllWorkersBusyNoIdleWhileWaiting.tbb" * doctest::timeout(60)) {
+  SUBCASE("2") { all_workers_busy(ExecutorKind::Tbb, 2); }
+  SUBCASE("3") { all_workers_busy(ExecutorKind::Tbb, 3); }
+}
+TEST_CASE("Executor.AllWorkersBusyNoIdleWhileWaiting.pool" * doctest::timeout(60)) {
+  SUBCASE("2") { all_workers_busy(ExecutorKind::Pool, 2); }
+  SUBCASE("3") { all_workers_busy(ExecutorKind::Pool, 3); }
+}
+
+TEST_CASE("Executor.TraceAndJson.inline") { trace_and_json(ExecutorKind::Inline); }
+TEST_CASE("Executor.TraceAndJson.tbb" * doctest::timeout(60)) {
+  trace_and_json(ExecutorKind::Tbb);
+}
+TEST_CASE("Executor.TraceAndJson.pool" * doctest::timeout(60)) {
+  trace_and_json(ExecutorKind::Pool);
+}
+
+TEST_CASE("Executor.TraceRingBufferKeepsNewest.inline") {
+  trace_ring_buffer(ExecutorKind::Inline);
+}
+TEST_CASE("Executor.TraceRingBufferKeepsNewest.tbb" * doctest::timeout(60)) {
+  trace_ring_buffer(ExecutorKind::Tbb);
+}
+TEST_CASE("Executor.TraceRingBufferKeepsNewest.pool" * doctest::timeout(60)) {
+  trace_ring_buffer(ExecutorKind::Pool);
+}
+
+TEST_CASE("Executor.ForRowsWithoutSplitIsOneCall.inline") {
+  for_rows_without_split(ExecutorKind::Inline);
+}
+TEST_CASE("Executor.ForRowsWithoutSplitIsOneCall.tbb" * doctest::timeout(60)) {
+  for_rows_without_split(ExecutorKind::Tbb);
+}
+TEST_CASE("Executor.ForRowsWithoutSplitIsOneCall.pool" * doctest::timeout(60)) {
+  for_rows_without_split(ExecutorKind::Pool);
+}
+
+// One job with split: its rows must run on more than one thread. Each chunk waits (bounded)
+// until two threads have taken rows, so a splitter that stayed on one thread times out.
+TEST_CASE("Executor.SplitSpreadsRowsOverWorkers.tbb" * doctest::timeout(60)) {
+  constexpr int kRows = 64;
+  auto ex = make(ExecutorKind::Tbb, 2, 0, 4096, /*split=*/true);
+  std::mutex mutex;
+  std::set<std::thread::id> threads;
+  Arrivals second_thread;
+  std::atomic<bool> gave_up{false};
+  std::vector<std::atomic<int>> row_runs(kRows);
+  auto result = submit_task(*ex, [&](const JobContext &ctx) {
+    ctx.for_rows(0, kRows, [&](int begin, int end) {
+      {
+        std::lock_guard lock(mutex);
+        threads.insert(std::this_thread::get_id());
+        if (threads.size() == 2) second_thread.arrive();
+      }
+      if (!gave_up && !second_thread.wait_for(1)) gave_up = true;  // one timeout, not one per chunk
+      for (int r = begin; r < end; ++r) row_runs[static_cast<std::size_t>(r)]++;
+    });
+  });
+  REQUIRE(result);
+  result->get();
+  ex->shutdown();
+  CHECK(threads.size() >= 2);
+  int wrong = 0;
+  for (const auto &r : row_runs) wrong += r.load() == 1 ? 0 : 1;
+  CHECK(wrong == 0);
+  CHECK(ex->stats().completed == 1);
+}
+
+// The integral itself, driven directly: two jobs wait with two idle workers (rate 2), then one
+// starts (rate 1), then both run (rate 0). Sleeps give lower bounds only, which cannot flake.
+TEST_CASE("Recorder.IdleWhileWaitingIntegrates") {
+  detail::Recorder recorder("test", 2, 0, 16);
+  const auto s1 = recorder.admit();
+  const auto s2 = recorder.admit();
+  std::this_thread::sleep_for(20ms);
+  const auto t1 = recorder.on_start(0);
+  std::this_thread::sleep_for(20ms);
+  const auto t2 = recorder.on_start(1);
+  const auto during = recorder.stats().idle_while_waiting_seconds;
+  CHECK(during >= 0.06 * 0.99);
+  std::this_thread::sleep_for(5ms);
+  CHECK(recorder.stats().idle_while_waiting_seconds == during);  // nobody waits: no growth
+  recorder.on_finish(0, "x", s1, t1, JobOutcome::Done);
+  recorder.on_finish(1, "y", s2, t2, JobOutcome::Done);
+  const auto stats = recorder.stats();
+  CHECK(stats.idle_while_waiting_seconds == during);
+  CHECK(stats.completed == 2);
+  CHECK(stats.busy_seconds[0] >= 0.02 * 0.99);
+  CHECK(stats.last_seq == 2);
+}
