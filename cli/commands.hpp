@@ -9,6 +9,8 @@ namespace overdrive::cli {
 
 /// `overdrive render`: writes a PNG of a view or a tile.
 void add_render_command(CLI::App &app);
+/// `overdrive serve`: the HTTP tile server.
+void add_serve_command(CLI::App &app);
 
 /// Exit status for a usage error detected after parsing (CLI11 uses its own codes for parse
 /// errors).

@@ -1,0 +1,100 @@
+// `overdrive serve`: the tile server, until SIGINT/SIGTERM, then a graceful stop.
+#include "cli/commands.hpp"
+#include "web/server.hpp"
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <iostream>
+#include <pthread.h>
+
+namespace overdrive::cli {
+namespace {
+
+struct ServeArgs {
+  ServerOptions opt;
+  std::string executor = "pool";
+  std::string work = "none";
+  bool quiet = false;
+};
+
+int run_serve(ServeArgs &a) {
+  if (auto k = parse_executor_kind(a.executor)) a.opt.executor = *k;
+  const auto work = parse_work_spec(a.work);
+  if (!work) {
+    std::cerr << "overdrive serve: error: --work '" << a.work
+              << "' is malformed (expected none, sleep:MS or spin:MS with MS <= 60000)\n";
+    return usage_error;
+  }
+  a.opt.work = *work;
+  a.opt.access_log = !a.quiet;
+
+  // Block the stop signals in every thread (they inherit this mask); one thread waits for them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  TileServer server(a.opt);
+  try {
+    server.start();
+  } catch (const std::exception &e) {
+    std::cerr << "overdrive serve: error: " << e.what() << "\n";
+    return 1;
+  }
+  std::cout << "Fractal Overdrive serving on " << server.url() << "  (executor "
+            << to_string(a.opt.executor) << ", " << server.executor(a.opt.executor).workers()
+            << " workers, " << a.opt.io_threads << " I/O threads, work " << to_string(a.opt.work)
+            << "; Ctrl-C stops)" << std::endl;
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    std::cerr << "received " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
+              << ": finishing in-flight tiles\n";
+    server.stop();
+  });
+  server.wait();
+  // If the server stopped for another reason, wake the waiter.
+  pthread_kill(waiter.native_handle(), SIGTERM);
+  waiter.join();
+  std::cerr << "stopped\n";
+  return 0;
+}
+
+} // namespace
+
+void add_serve_command(CLI::App &app) {
+  auto args = std::make_shared<ServeArgs>();
+  ServerOptions &o = args->opt;
+  auto *cmd = app.add_subcommand("serve", "Serve the Mandelbrot set as tiles, with the timing page");
+  cmd->add_option("--host", o.host, "Address to listen on (default 127.0.0.1)");
+  cmd->add_option("--port", o.port, "Port (default 8080; 0 = any free port)")
+      ->check(CLI::Range(0, 65535));
+  cmd->add_option("--executor", args->executor,
+                  "Default executor: pool, tbb or inline (a request may pick another with "
+                  "?executor=)")
+      ->check(CLI::IsMember({"pool", "tbb", "inline"}));
+  cmd->add_option("--workers", o.workers, "Workers per executor (default: number of cores)")
+      ->check(CLI::Range(1, 256));
+  cmd->add_option("--io-threads", o.io_threads,
+                  "Connection threads; each open connection holds one (default 128)")
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--queue-limit", o.queue_limit,
+                  "Tiles that may wait per executor before 429 Too Many Requests (0 = unlimited, "
+                  "the default)")
+      ->check(CLI::Range(0, 1000000));
+  cmd->add_option("--work", args->work,
+                  "Synthetic cost added to every tile: none, sleep:MS or spin:MS (CPU time)");
+  cmd->add_flag("--split", o.split, "tbb: split each tile across all its workers");
+  cmd->add_option("--keep-alive-timeout", o.keep_alive_timeout_s,
+                  "Seconds an idle keep-alive connection holds its I/O thread (default 5)")
+      ->check(CLI::Range(0, 300));
+  cmd->add_option("--read-timeout", o.read_timeout_s,
+                  "Seconds to wait for a request's bytes (default 5)")
+      ->check(CLI::Range(1, 300));
+  cmd->add_flag("--quiet", args->quiet, "No access log on stderr");
+  cmd->callback([args] { std::exit(run_serve(*args)); });
+}
+
+} // namespace overdrive::cli

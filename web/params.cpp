@@ -1,0 +1,140 @@
+// Validation of everything a client can send, in one place, before any work is queued.
+#include "web/server.hpp"
+
+#include <charconv>
+#include <chrono>
+#include <ctime>
+#include <thread>
+
+namespace overdrive {
+namespace {
+
+// Strict unsigned decimal: digits only, no sign, no spaces, no leading "+", fits in int64.
+std::optional<std::int64_t> parse_u64(std::string_view s) noexcept {
+  if (s.empty() || s.size() > 19) return std::nullopt;
+  std::int64_t v = 0;
+  const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || ptr != s.data() + s.size() || v < 0) return std::nullopt;
+  return v;
+}
+
+std::string quoted(std::string_view s) {
+  // Keep reasons one line and printable, whatever the client sent.
+  std::string out = "'";
+  for (char c : s.substr(0, 64)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  if (s.size() > 64) out += "...";
+  return out + "'";
+}
+
+} // namespace
+
+std::optional<WorkSpec> parse_work_spec(std::string_view text) noexcept {
+  if (text == "none" || text.empty()) return WorkSpec{};
+  const auto colon = text.find(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  const auto kind = text.substr(0, colon);
+  const auto ms = parse_u64(text.substr(colon + 1));
+  if (!ms || *ms > 60000) return std::nullopt;
+  if (kind == "sleep") return WorkSpec{WorkSpec::Kind::Sleep, static_cast<int>(*ms)};
+  if (kind == "spin") return WorkSpec{WorkSpec::Kind::Spin, static_cast<int>(*ms)};
+  return std::nullopt;
+}
+
+std::string to_string(const WorkSpec &work) {
+  switch (work.kind) {
+  case WorkSpec::Kind::Sleep: return "sleep:" + std::to_string(work.ms);
+  case WorkSpec::Kind::Spin: return "spin:" + std::to_string(work.ms);
+  case WorkSpec::Kind::None: break;
+  }
+  return "none";
+}
+
+void perform_work(const WorkSpec &work) {
+  if (work.kind == WorkSpec::Kind::Sleep) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(work.ms));
+  } else if (work.kind == WorkSpec::Kind::Spin) {
+    // Burn this thread's CPU time, not wall time: threads sharing a core then take longer, as
+    // real rendering would.
+    auto cpu_ns = [] {
+      timespec ts{};
+      clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+      return std::int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+    };
+    const std::int64_t until = cpu_ns() + std::int64_t{work.ms} * 1000000;
+    volatile std::uint64_t sink = 0;
+    while (cpu_ns() < until)
+      for (int i = 0; i < 1000; ++i) sink = sink + static_cast<std::uint64_t>(i);
+  }
+}
+
+TileParse parse_tile_query(std::string_view z, std::string_view x, std::string_view y,
+                           const std::multimap<std::string, std::string> &params) {
+  TileParse out;
+  auto bad = [&out](std::string reason) {
+    out.error = std::move(reason);
+    return out;
+  };
+  const auto zv = parse_u64(z), xv = parse_u64(x), yv = parse_u64(y);
+  if (!zv) return bad("zoom " + quoted(z) + " is not a non-negative integer");
+  if (*zv > Limits::max_tile_zoom)
+    return bad("zoom " + std::to_string(*zv) + " is out of range (0.." +
+               std::to_string(Limits::max_tile_zoom) + ")");
+  if (!xv) return bad("x " + quoted(x) + " is not a non-negative integer in range");
+  if (!yv) return bad("y " + quoted(y) + " is not a non-negative integer in range");
+  const TileId tile{static_cast<int>(*zv), *xv, *yv};
+  if (!tile_is_valid(tile))
+    return bad("tile " + std::to_string(tile.z) + "/" + std::to_string(tile.x) + "/" +
+               std::to_string(tile.y) + " is outside zoom " + std::to_string(tile.z) +
+               " (0 <= x, y < 2^zoom)");
+
+  TileQuery q;
+  q.tile = tile;
+  int size = TileLimits::default_size;
+  q.request.max_iter = TileLimits::default_iter;
+  std::string_view last_key;
+  for (const auto &[key, value] : params) {
+    if (key == last_key) return bad("parameter " + quoted(key) + " is given more than once");
+    last_key = key;
+    if (key == "iter") {
+      const auto v = parse_u64(value);
+      if (!v || *v < 1 || *v > TileLimits::max_iter)
+        return bad("iter " + quoted(value) + " must be an integer from 1 to " +
+                   std::to_string(TileLimits::max_iter));
+      q.request.max_iter = static_cast<int>(*v);
+    } else if (key == "size") {
+      const auto v = parse_u64(value);
+      if (!v || *v < 16 || *v > TileLimits::max_size)
+        return bad("size " + quoted(value) + " must be an integer from 16 to " +
+                   std::to_string(TileLimits::max_size));
+      size = static_cast<int>(*v);
+    } else if (key == "palette") {
+      const auto p = parse_palette(value);
+      if (!p) return bad("unknown palette " + quoted(value) + " (valid: " + palette_names() + ")");
+      q.request.palette = *p;
+    } else if (key == "precision") {
+      const auto p = parse_precision(value);
+      if (!p) return bad("unknown precision " + quoted(value) + " (valid: f64, f32)");
+      q.request.precision = *p;
+    } else if (key == "executor") {
+      const auto e = parse_executor_kind(value);
+      if (!e)
+        return bad("unknown executor " + quoted(value) + " (valid: " + executor_kind_names() + ")");
+      q.executor = *e;
+    } else if (key == "nonce") {
+      if (value.size() > 64) return bad("nonce is longer than 64 characters");
+    } else {
+      return bad("unknown parameter " + quoted(key) +
+                 " (valid: iter, size, palette, precision, executor, nonce)");
+    }
+  }
+  const auto work = static_cast<std::uint64_t>(size) * static_cast<std::uint64_t>(size) *
+                    static_cast<std::uint64_t>(q.request.max_iter);
+  if (work > TileLimits::max_work)
+    return bad("iter x size^2 = " + std::to_string(work) + " exceeds the per-tile budget of " +
+               std::to_string(TileLimits::max_work));
+  q.request.view = tile_viewport(tile, size);
+  out.query = q;
+  return out;
+}
+
+} // namespace overdrive

@@ -1,0 +1,111 @@
+// Public interface of the tile server: the Mandelbrot set as PNG tiles over HTTP, rendered by any
+// of the three executors (one server hosts all three), with per-tile timing, a job trace, stats
+// and a page that shows how tiles arrived. cpp-httplib stays behind this header.
+#pragma once
+
+#include "executors/executor.hpp"
+#include "render/render.hpp"
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace overdrive {
+
+/// Synthetic cost added to every tile job, to reproduce arrival patterns independently of the
+/// machine: Sleep waits (wall time), Spin burns the thread's own CPU time (like real rendering).
+struct WorkSpec {
+  enum class Kind { None, Sleep, Spin };
+  Kind kind = Kind::None;
+  int ms = 0;
+  friend bool operator==(const WorkSpec &, const WorkSpec &) = default;
+};
+
+/// Parses "none", "sleep:MS" or "spin:MS" (0 <= MS <= 60000); nullopt if malformed.
+std::optional<WorkSpec> parse_work_spec(std::string_view text) noexcept;
+std::string to_string(const WorkSpec &work);
+/// Runs the synthetic cost on the calling thread.
+void perform_work(const WorkSpec &work);
+
+/// Server-side caps and defaults for tile requests.
+struct TileLimits {
+  static constexpr int max_size = 1024;
+  static constexpr int max_iter = 100000;
+  /// iter x size^2 budget: 65536 iterations of a 256x256 tile at most (seconds, not minutes, even
+  /// for the scalar kernel on interior-heavy tiles).
+  static constexpr std::uint64_t max_work = std::uint64_t{1} << 32;
+  static constexpr int default_size = 256;
+  static constexpr int default_iter = 512;
+};
+
+/// A validated tile request: what to render and which executor renders it.
+struct TileQuery {
+  TileId tile;
+  RenderRequest request;
+  std::optional<ExecutorKind> executor;  ///< nullopt = the server's default
+  friend bool operator==(const TileQuery &, const TileQuery &) = default;
+};
+
+/// Either a TileQuery or a one-line reason why the request is bad.
+struct TileParse {
+  std::optional<TileQuery> query;
+  std::string error;
+};
+
+/// Validates a tile request once, at the edge: path parts z, x, y (y without ".png") and query
+/// parameters (iter, size, palette, precision, executor; nonce is accepted and ignored). Every
+/// other parameter, malformed number, out-of-range value or unknown name is an error.
+TileParse parse_tile_query(std::string_view z, std::string_view x, std::string_view y,
+                           const std::multimap<std::string, std::string> &params);
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;  ///< 0 = an ephemeral port
+  ExecutorKind executor = ExecutorKind::Pool;  ///< Default for requests without ?executor=
+  int workers = 0;                             ///< Per executor; 0 = number of cores
+  /// cpp-httplib connection threads (one per open connection). The default is large enough
+  /// that a browser's six keep-alive connections per host never starve pool and tbb.
+  int io_threads = 128;
+  std::size_t queue_limit = 0;  ///< Tiles waiting per executor before 429; 0 = unlimited
+  bool split = false;           ///< tbb splits each tile across its workers
+  WorkSpec work;
+  int keep_alive_timeout_s = 5;
+  int keep_alive_max_count = 100;
+  int read_timeout_s = 5;
+  bool access_log = true;  ///< One line per request on stderr
+};
+
+/// The HTTP tile server. Construct, start(), then wait() (or stop() from another thread).
+class TileServer {
+public:
+  explicit TileServer(ServerOptions options);
+  ~TileServer();
+  TileServer(const TileServer &) = delete;
+  TileServer &operator=(const TileServer &) = delete;
+
+  /// Binds the listening socket and starts serving on a background thread. Returns the bound
+  /// port. Throws std::runtime_error if it cannot bind.
+  int start();
+  /// Blocks until the server has stopped.
+  void wait();
+  /// Graceful stop: new tile requests get 503, the listener closes, in-flight tiles finish and
+  /// are delivered, executors drain. Idempotent; thread-safe; returns when done.
+  void stop();
+  /// Bound port (after start()).
+  int port() const noexcept;
+  /// http://host:port/
+  std::string url() const;
+  /// The executor that serves requests for kind.
+  Executor &executor(ExecutorKind kind);
+  /// /api/stats as JSON.
+  std::string stats_json() const;
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+} // namespace overdrive
