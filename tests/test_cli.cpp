@@ -103,6 +103,8 @@ TEST_CASE("Cli.BadFlagsFailWithOneClearLine") {
       {"render --tile 99/0/0", "--tile"},
       {"render --tile 1/0/0 --center 0,0", "excludes"},
       {"render --palette plaid", "--palette"},
+      {"render --executor gpu", "--executor"},
+      {"render --workers 0", "--workers"},
       {"render --out /nonexistent-dir/x.png", "cannot write"},
       {"render --no-such-flag", "no-such-flag"},
       {"frobnicate", "frobnicate"},
@@ -114,5 +116,42 @@ TEST_CASE("Cli.BadFlagsFailWithOneClearLine") {
     CHECK(r.output.find(c.says) != std::string::npos);
     CHECK(r.output.find("Segmentation") == std::string::npos);
   }
+  std::filesystem::remove(out);
+}
+
+TEST_CASE("Cli.EveryExecutorRendersTheSameBytes" * doctest::timeout(120)) {
+  std::vector<std::uint8_t> first;
+  for (const char *ex : {"inline", "pool", "tbb"}) {
+    CAPTURE(ex);
+    const auto out = temp_png((std::string("ex_") + ex + ".png").c_str());
+    const Run r = run_overdrive(std::string("render --size 300x200 --iter 300 --workers 2 --executor ") +
+                                ex + " --out " + out.string());
+    CHECK(r.status == 0);
+    const auto png = read_file(out);
+    CHECK(!png.empty());
+    if (first.empty()) first = png;
+    CHECK(png == first);
+    std::filesystem::remove(out);
+  }
+  const auto out = temp_png("split.png");
+  CHECK(run_overdrive("render --size 300x200 --iter 300 --workers 2 --executor tbb --split --out " +
+                      out.string())
+            .status == 0);
+  CHECK(read_file(out) == first);
+  std::filesystem::remove(out);
+}
+
+TEST_CASE("Cli.StatsPrintsOneJsonLine") {
+  const auto out = temp_png("stats.png");
+  const Run r = run_overdrive("render --size 64 --iter 100 --executor pool --workers 2 --stats --out " +
+                              out.string());
+  CHECK(r.status == 0);
+  const auto brace = r.output.find("{\"executor\":\"pool\"");
+  REQUIRE(brace != std::string::npos);
+  const std::string line = r.output.substr(brace, r.output.find('\n', brace) - brace);
+  for (const char *field : {"\"workers\":2", "\"width\":64", "\"height\":64", "\"iterations\":",
+                            "\"render_ms\":", "\"encode_ms\":"})
+    CHECK_MESSAGE(line.find(field) != std::string::npos, field);
+  CHECK(line.back() == '}');
   std::filesystem::remove(out);
 }
