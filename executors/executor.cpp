@@ -3,6 +3,7 @@
 
 #include "executors/recorder.hpp"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cmath>
