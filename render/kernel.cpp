@@ -1,11 +1,26 @@
 // Escape-time kernels and their run-time selection. kernel_reference is the textbook loop that
-// every faster kernel is tested against; keep it simple and obviously right.
+// every faster kernel is tested against; keep it simple and obviously right. This file is built
+// with -ffp-contract=off so the reference is not FMA-contracted. The SIMD kernels live in
+// kernel_simd.cpp, compiled once per instruction set and entered only after a CPU check here.
 #include "render/render.hpp"
 
+#include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <string_view>
+#include <vector>
 
 namespace overdrive {
+
+namespace detail {
+// kernel_simd.cpp, built with AVX2 + FMA flags and with AVX-512 flags.
+int kernel_scratch_bytes_avx2(int n);
+void kernel_f64_avx2(const RowJob &job, bool skip_interior, void *scratch);
+void kernel_f32_avx2(const RowJob &job, bool skip_interior, void *scratch);
+int kernel_scratch_bytes_avx512(int n);
+void kernel_f64_avx512(const RowJob &job, bool skip_interior, void *scratch);
+void kernel_f32_avx512(const RowJob &job, bool skip_interior, void *scratch);
+} // namespace detail
 
 void kernel_reference(const RowJob &job) noexcept {
   for (int k = 0; k < job.n; ++k) {
@@ -46,19 +61,111 @@ void kernel_reference_f32(const RowJob &job) noexcept {
     job.mag2[k] = zr2 + zi2;
   }
 }
-} // namespace
 
-bool isa_supported(Isa isa) noexcept {
-  return isa == Isa::Auto || isa == Isa::Scalar;
+// Main cardioid or period-2 bulb: such points never escape, in exact or floating arithmetic.
+bool in_cardioid_or_bulb(double x, double y) noexcept {
+  const double q = (x - 0.25) * (x - 0.25) + y * y;
+  if (q * (q + (x - 0.25)) < 0.25 * y * y) return true;
+  return (x + 1.0) * (x + 1.0) + y * y < 0.0625;
 }
 
-Isa best_isa() noexcept { return Isa::Scalar; }
+// Scalar kernels with interior skipping: the reference loop per remaining pixel (a row of one
+// pixel at re0 + k * dre computes exactly the same c as the full row).
+template <class T>
+void scalar_skipping(const RowJob &job, void (*loop)(const RowJob &)) noexcept {
+  for (int k = 0; k < job.n; ++k) {
+    const double cr = job.re0 + k * job.dre;
+    if (in_cardioid_or_bulb(static_cast<T>(cr), static_cast<T>(job.im))) {
+      job.iters[k] = static_cast<std::uint32_t>(job.max_iter);
+      job.mag2[k] = 0.0f;
+    } else {
+      loop({cr, job.dre, job.im, 1, job.max_iter, job.iters + k, job.mag2 + k});
+    }
+  }
+}
 
-void run_kernel(const RowJob &job, Precision precision, Isa /*isa*/) noexcept {
-  if (precision == Precision::F32)
-    kernel_reference_f32(job);
-  else
-    kernel_reference(job);
+Isa cpu_best() noexcept {
+  static const Isa best = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma"))
+      return Isa::Avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
+    return Isa::Scalar;
+  }();
+  return best;
+}
+
+int rank(Isa isa) noexcept {
+  switch (isa) {
+  case Isa::Scalar: return 0;
+  case Isa::Avx2: return 1;
+  case Isa::Avx512: return 2;
+  case Isa::Auto: break;
+  }
+  return 3;
+}
+
+// The highest supported ISA not above want (want = Auto means no cap).
+Isa cap(Isa want) noexcept {
+  const Isa best = cpu_best();
+  return rank(want) < rank(best) ? want : best;
+}
+
+// Per-thread scratch for the SIMD kernels' work lists, grown on demand and reused across rows.
+void *scratch(int bytes) {
+  thread_local std::vector<std::byte> buf;
+  const auto need = static_cast<std::size_t>(bytes) + 64;
+  if (buf.size() < need) buf.resize(need);
+  const auto addr = reinterpret_cast<std::uintptr_t>(buf.data());
+  return buf.data() + ((64 - addr % 64) % 64);
+}
+
+} // namespace
+
+bool isa_supported(Isa isa) noexcept { return rank(isa) <= rank(cpu_best()) || isa == Isa::Auto; }
+
+Isa best_isa() noexcept {
+  // Read once: OVERDRIVE_ISA may lower the choice (for comparisons), never raise it.
+  static const Isa best = [] {
+    const char *env = std::getenv("OVERDRIVE_ISA");
+    const auto forced = env ? parse_isa(env) : std::nullopt;
+    return cap(forced.value_or(Isa::Auto));
+  }();
+  return best;
+}
+
+void run_kernel(const RowJob &job, Precision precision, Isa isa,
+                const KernelOptions &options) noexcept {
+  if (job.n <= 0) return;
+  const Isa use = isa == Isa::Auto ? best_isa() : cap(isa);
+  const bool f32 = precision == Precision::F32;
+  switch (use) {
+  case Isa::Avx512: {
+    void *s = scratch(detail::kernel_scratch_bytes_avx512(job.n));
+    (f32 ? detail::kernel_f32_avx512 : detail::kernel_f64_avx512)(job, options.skip_interior, s);
+    return;
+  }
+  case Isa::Avx2: {
+    void *s = scratch(detail::kernel_scratch_bytes_avx2(job.n));
+    (f32 ? detail::kernel_f32_avx2 : detail::kernel_f64_avx2)(job, options.skip_interior, s);
+    return;
+  }
+  case Isa::Scalar:
+  case Isa::Auto: break;
+  }
+  if (!options.skip_interior) {
+    (f32 ? kernel_reference_f32 : kernel_reference)(job);
+  } else if (f32) {
+    scalar_skipping<float>(job, kernel_reference_f32);
+  } else {
+    scalar_skipping<double>(job, kernel_reference);
+  }
+}
+
+void run_kernel(const RowJob &job, Precision precision, Isa isa) noexcept {
+  run_kernel(job, precision, isa, KernelOptions{});
 }
 
 } // namespace overdrive

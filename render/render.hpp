@@ -121,15 +121,37 @@ struct RowJob {
   float *mag2;
 };
 
+/// Switches that change a kernel's speed but not its counts (skipped points never escape).
+struct KernelOptions {
+  /// Answer points in the main cardioid and the period-2 bulb with max_iter without iterating.
+  bool skip_interior = true;
+};
+
 /// The scalar double-precision reference kernel every faster kernel is tested against.
 void kernel_reference(const RowJob &job) noexcept;
 /// Runs the kernel selected by precision and isa (Auto = best available, overridable by the
 /// OVERDRIVE_ISA environment variable: scalar, avx2, avx512).
 void run_kernel(const RowJob &job, Precision precision, Isa isa) noexcept;
+/// run_kernel with explicit options; the three-argument form uses KernelOptions{}. An explicit
+/// isa the CPU lacks falls back to the best supported one below it.
+void run_kernel(const RowJob &job, Precision precision, Isa isa,
+                const KernelOptions &options) noexcept;
 /// The instruction set Auto resolves to on this CPU (after the OVERDRIVE_ISA override).
 Isa best_isa() noexcept;
 /// True when this CPU and build can run kernels for isa.
 bool isa_supported(Isa isa) noexcept;
+
+namespace detail {
+/// PNG encoder settings, for the encoder benchmark; encode_png uses the measured best.
+struct PngSettings {
+  int level = 1;            ///< libdeflate level 0..12.
+  int filter = 1;           ///< Row filter 0 none, 1 sub, 2 up, 3 average, 4 paeth; -1 best per row.
+  bool stb_default = false; ///< Ignore the above: stb as shipped (its zlib, level 8, filter -1).
+};
+/// encode_png with explicit settings. Thread-safe, but serialises with encode_png while it runs.
+std::vector<std::uint8_t> encode_png_with(std::span<const std::uint8_t> rgb, int width, int height,
+                                          const PngSettings &settings);
+} // namespace detail
 
 // ---- names ---------------------------------------------------------------------------------
 
