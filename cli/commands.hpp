@@ -11,6 +11,8 @@ namespace overdrive::cli {
 void add_render_command(CLI::App &app);
 /// `overdrive serve`: the HTTP tile server.
 void add_serve_command(CLI::App &app);
+/// `overdrive bench`: arrival-pattern HTTP benchmark of the executors.
+void add_bench_command(CLI::App &app);
 
 /// Exit status for a usage error detected after parsing (CLI11 uses its own codes for parse
 /// errors).

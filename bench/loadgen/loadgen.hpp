@@ -1,0 +1,227 @@
+// Public interface of the HTTP arrival-pattern load generator behind `overdrive bench`: scenario
+// drivers over real HTTP/1.1 connections, the ideal-arrival model, and the table/JSON/SVG reports.
+// No third-party headers here: the HTTP client and the in-process servers stay in the .cpp files.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace overdrive::loadgen {
+
+/// The one clock of every timestamp here (CLOCK_MONOTONIC on Linux, shared with the server).
+using Clock = std::chrono::steady_clock;
+
+/// Version of the JSON written by to_json(const BenchReport&); bump on incompatible changes.
+inline constexpr int json_schema_version = 1;
+
+/// Fraction of a wave subtracted from it when deciding whether a request was needlessly late.
+inline constexpr double late_tolerance_fraction = 0.25;
+
+/// How requests arrive (see bench/README.md for the exact choreography of each).
+enum class Scenario { Seed, Burst, Preconnect, Browser, Open };
+/// "seed", "burst", "preconnect", "browser", "open".
+std::string_view to_string(Scenario s) noexcept;
+/// nullopt for an unknown name.
+std::optional<Scenario> parse_scenario(std::string_view name) noexcept;
+
+/// Which connection carried a request.
+enum class ConnKind { Warm, New, Preconnected, Reused };
+/// "warm", "new", "preconnected", "reused".
+std::string_view to_string(ConnKind k) noexcept;
+
+// ---------------------------------------------------------------------------------------------
+// Pure helpers (no I/O): the model, statistics, parsing.
+
+/// Ideal arrival times (ms after release), ascending, of k equal jobs of serial cost t_ms on
+/// `workers` workers: the i-th (1-based) at ceil(i/N)*T; with split (one tile spread over all N
+/// workers, one tile at a time) at i*T/N.
+std::vector<double> ideal_arrivals(int k, int workers, double t_ms, bool split);
+/// The length of one wave of the model: T, or T/N with split.
+double wave_ms(int workers, double t_ms, bool split) noexcept;
+/// sum(ideal) / sum(measured): 1.0 = ideal, lower = worse. 0 when measured sums to 0.
+double efficiency(const std::vector<double> &ideal, const std::vector<double> &measured);
+/// For the measured latencies (any order), whether each was needlessly late: with the latencies
+/// sorted ascending and paired by rank with the ascending ideal arrivals, the i-th is late when
+/// latency_i - ideal_i >= wave - tolerance. Returned in the order of `measured`. Sizes must match.
+std::vector<bool> needlessly_late(const std::vector<double> &measured,
+                                  const std::vector<double> &ideal, double wave,
+                                  double tolerance);
+/// Nearest-rank percentile (p in [0, 100]) of unsorted values; nullopt when empty.
+std::optional<double> percentile(std::vector<double> values, double p);
+/// Median (mean of the two middle values for an even count); nullopt when empty.
+std::optional<double> median(std::vector<double> values);
+/// Poisson arrival times in seconds in [0, duration) at `rate` per second, from a fixed-seed
+/// mt19937_64 with a hand-written inverse CDF (so the same seed gives the same schedule
+/// everywhere).
+std::vector<double> poisson_arrivals(double rate, double duration_s, std::uint64_t seed);
+
+/// Durations (ms) from a Server-Timing header; a metric missing from the header stays nullopt.
+struct ServerTiming {
+  std::optional<double> io, queue, render, encode, work;
+};
+/// Parses "io;dur=1.0;desc=\"..\", queue;dur=2, render;dur=3, encode;dur=4[, work;dur=5]".
+/// Unknown metrics and malformed entries are ignored.
+ServerTiming parse_server_timing(std::string_view header);
+
+/// A loopback HTTP endpoint.
+struct Endpoint {
+  std::string host = "127.0.0.1";  ///< A dotted IPv4 address in 127.0.0.0/8
+  int port = 0;
+};
+/// Parses http://HOST:PORT[/] where HOST is localhost or 127.x.y.z. On failure returns nullopt
+/// and sets error to a one-line reason (non-loopback hosts are refused by design).
+std::optional<Endpoint> parse_loopback_url(std::string_view url, std::string &error);
+/// Checks a path template: starts with '/', no spaces or control characters, and placeholders
+/// only among {i} {x} {y} {z}. Returns an empty string if fine, else the reason.
+std::string check_path_template(std::string_view tmpl);
+/// Expands {i} (request index), and {z} {x} {y}: the i-th tile of zoom z in row-major order,
+/// wrapping around the 4^z tiles.
+std::string expand_path(std::string_view tmpl, int i, int zoom);
+
+// ---------------------------------------------------------------------------------------------
+// Measurements.
+
+/// One request. All times are ms after the run's release instant, on Clock; nullopt when the
+/// step did not happen (e.g. no connect on a reused connection, no first byte after a failure).
+struct RequestRecord {
+  int index = 0;  ///< Order of the request in the scenario (path index)
+  std::string path;
+  ConnKind connection = ConnKind::New;
+  double scheduled_ms = 0;  ///< When the scenario wanted it sent (0, or the open-loop arrival)
+  std::optional<double> connect_start_ms, connected_ms;  ///< Only for connections opened for it
+  std::optional<double> sent_ms, first_byte_ms, done_ms;
+  int status = 0;     ///< 0 = no response
+  std::string error;  ///< Transport error or timeout, empty if none
+  ServerTiming server;
+  std::string executor;  ///< X-Overdrive-Executor, if sent
+  int worker = -1;       ///< X-Overdrive-Worker, if sent
+  std::size_t bytes = 0;  ///< Body bytes
+  // Filled by analyze_run:
+  std::optional<double> ideal_ms;  ///< Ideal arrival of the same rank (successful requests)
+  bool late = false;               ///< Needlessly late (see needlessly_late)
+
+  bool ok() const noexcept { return error.empty() && status >= 200 && status < 300; }
+  /// done - scheduled, for a successful request.
+  std::optional<double> latency_ms() const;
+};
+
+/// Counters sampled from a server's /api/stats (core-seconds, cumulative).
+struct IdleSample {
+  double executor_seconds = 0;  ///< idle_while_waiting_seconds of the executor under test
+  double io_seconds = 0;        ///< io.idle_while_waiting_seconds
+};
+
+/// One run of a scenario, measured and analysed.
+struct RunResult {
+  int run = 1;  ///< 1-based
+  std::int64_t release_ns = 0;  ///< The release instant, ns since Clock's epoch
+  std::vector<RequestRecord> requests;
+  // Closed scenarios (all but open):
+  std::optional<double> cost_ms;  ///< T, the serial cost of one job used by the model
+  std::string cost_source;        ///< "cost-ms", "server-timing" or "min-latency"
+  std::optional<double> wave_ms;
+  std::optional<double> first_ms, last_ms, mean_ms;
+  std::optional<double> ideal_total_ms, measured_total_ms, efficiency;
+  int late = 0;  ///< Needlessly late requests
+  int succeeded = 0, rejected = 0, failed = 0;  ///< 2xx; 429/503; everything else
+  // Open loop:
+  std::optional<double> p50_ms, p90_ms, p99_ms, throughput_rps, offered_rps;
+  double max_send_lag_ms = 0;  ///< Worst (sent - scheduled) of the generator itself
+  // Our server only:
+  std::optional<double> idle_executor_s, idle_io_s;  ///< Delta of /api/stats over the run
+};
+
+/// Parameters of the load (the client side).
+struct LoadSpec {
+  Scenario scenario = Scenario::Seed;
+  int requests = 5;        ///< K (closed scenarios)
+  int runs = 5;
+  double rate = 10;        ///< Open loop: arrivals per second
+  double duration_s = 10;  ///< Open loop
+  std::uint64_t seed = 1;  ///< Open loop
+  double timeout_s = 30;   ///< Bound on each request, from its scheduled time
+  bool close_after = false;  ///< Close each released request's connection after its response
+  int browser_connections = 6;
+  std::string warmup_path;   ///< Seed: the warm-up request; empty = the first tile path
+  std::string path_template; ///< With {i} {x} {y} {z}
+  int zoom = 2;              ///< For {x} {y} {z}
+};
+
+/// How the model is applied to a run.
+struct ModelSpec {
+  int workers = 4;
+  bool split = false;
+  std::optional<double> cost_ms;  ///< Fixes T instead of measuring it
+};
+
+/// Runs one run of spec against endpoint and returns the raw records (no analysis). Every
+/// connection and the run are bounded by spec.timeout_s. Throws std::runtime_error if the
+/// scenario cannot start (e.g. the seed warm-up request fails).
+RunResult run_scenario_once(const Endpoint &endpoint, const LoadSpec &spec, int run);
+/// Fills the model fields (closed scenarios) or the percentiles (open) of a run.
+void analyze_run(RunResult &run, Scenario scenario, const ModelSpec &model, double duration_s);
+
+/// Extracts the idle-while-waiting counters of `executor` (and io) from /api/stats JSON.
+std::optional<IdleSample> parse_idle_sample(std::string_view stats_json, std::string_view executor);
+
+// ---------------------------------------------------------------------------------------------
+// The whole benchmark.
+
+/// Options of the in-process servers (ignored for an external --url).
+struct ServerSpec {
+  int workers = 4;
+  std::optional<int> io_threads;  ///< nullopt = workers for inline, 128 for pool/tbb
+  std::size_t queue_limit = 0;
+  std::string work = "sleep:2000";  ///< none, sleep:MS or spin:MS
+  bool split = false;
+  int keep_alive_timeout_s = 5;
+  int iter = 2048;
+  int size = 256;
+};
+
+struct BenchOptions {
+  LoadSpec load;
+  ServerSpec server;
+  std::vector<std::string> executors = {"inline", "tbb", "pool"};
+  std::optional<Endpoint> url;  ///< Drive this server instead of in-process ones
+  std::optional<double> cost_ms;
+  std::optional<double> rate_fraction;  ///< Open loop: rate as a fraction of capacity (workers/T)
+  std::function<void(const std::string &)> progress;  ///< One line per run, e.g. to stderr
+};
+
+/// Everything a bench produced, per executor (or one entry for an external server).
+struct ExecutorResult {
+  std::string executor;  ///< "inline", "tbb", "pool" or "external"
+  int workers = 0;
+  std::optional<int> io_threads;
+  std::string path_template;
+  /// Open loop: workers / T, calibrated once on the first target (every executor then gets the
+  /// same rate, hence the same arrival schedule).
+  std::optional<double> capacity_rps;
+  std::optional<double> rate;          ///< Open loop: the rate used
+  std::vector<RunResult> runs;
+};
+
+struct BenchReport {
+  BenchOptions options;
+  std::string target;  ///< "in-process" or the URL
+  std::vector<ExecutorResult> executors;
+};
+
+/// Runs the whole benchmark. Throws std::runtime_error with a one-line reason on failure.
+BenchReport run_bench(const BenchOptions &options);
+
+/// The readable table printed on stdout.
+std::string to_table(const BenchReport &report);
+/// Everything, as JSON (schema in bench/README.md; field "schema_version").
+std::string to_json(const BenchReport &report);
+/// A timeline: one panel per executor (its median-efficiency run), one row per request,
+/// coloured by phase, with ideal arrival marks.
+std::string to_svg(const BenchReport &report);
+
+} // namespace overdrive::loadgen

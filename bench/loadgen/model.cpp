@@ -1,0 +1,358 @@
+// The pure part of the load generator: the ideal-arrival model, efficiency and lateness,
+// percentiles, the Poisson schedule, and parsing of Server-Timing, URLs and path templates.
+#include "bench/loadgen/loadgen.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+
+namespace overdrive::loadgen {
+
+std::string_view to_string(Scenario s) noexcept {
+  switch (s) {
+  case Scenario::Seed: return "seed";
+  case Scenario::Burst: return "burst";
+  case Scenario::Preconnect: return "preconnect";
+  case Scenario::Browser: return "browser";
+  case Scenario::Open: return "open";
+  }
+  return "?";
+}
+
+std::optional<Scenario> parse_scenario(std::string_view name) noexcept {
+  for (Scenario s : {Scenario::Seed, Scenario::Burst, Scenario::Preconnect, Scenario::Browser,
+                     Scenario::Open})
+    if (to_string(s) == name) return s;
+  return std::nullopt;
+}
+
+std::string_view to_string(ConnKind k) noexcept {
+  switch (k) {
+  case ConnKind::Warm: return "warm";
+  case ConnKind::New: return "new";
+  case ConnKind::Preconnected: return "preconnected";
+  case ConnKind::Reused: return "reused";
+  }
+  return "?";
+}
+
+std::vector<double> ideal_arrivals(int k, int workers, double t_ms, bool split) {
+  if (k < 0 || workers < 1 || !(t_ms >= 0))
+    throw std::invalid_argument("ideal_arrivals: need k >= 0, workers >= 1, T >= 0");
+  std::vector<double> out;
+  out.reserve(static_cast<std::size_t>(k));
+  for (int i = 1; i <= k; ++i) {
+    if (split)
+      out.push_back(i * t_ms / workers);
+    else
+      out.push_back(((i + workers - 1) / workers) * t_ms);
+  }
+  return out;
+}
+
+double wave_ms(int workers, double t_ms, bool split) noexcept {
+  return split ? t_ms / std::max(1, workers) : t_ms;
+}
+
+double efficiency(const std::vector<double> &ideal, const std::vector<double> &measured) {
+  const double m = std::accumulate(measured.begin(), measured.end(), 0.0);
+  if (m <= 0) return 0.0;
+  return std::accumulate(ideal.begin(), ideal.end(), 0.0) / m;
+}
+
+std::vector<bool> needlessly_late(const std::vector<double> &measured,
+                                  const std::vector<double> &ideal, double wave,
+                                  double tolerance) {
+  if (measured.size() != ideal.size())
+    throw std::invalid_argument("needlessly_late: one ideal arrival per measured latency");
+  std::vector<std::size_t> order(measured.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return measured[a] < measured[b]; });
+  std::vector<double> sorted_ideal = ideal;
+  std::sort(sorted_ideal.begin(), sorted_ideal.end());
+  std::vector<bool> late(measured.size(), false);
+  for (std::size_t rank = 0; rank < order.size(); ++rank)
+    late[order[rank]] = measured[order[rank]] - sorted_ideal[rank] >= wave - tolerance;
+  return late;
+}
+
+std::optional<double> percentile(std::vector<double> values, double p) {
+  if (values.empty()) return std::nullopt;
+  std::sort(values.begin(), values.end());
+  const double n = static_cast<double>(values.size());
+  auto rank = static_cast<std::size_t>(std::ceil(std::clamp(p, 0.0, 100.0) / 100.0 * n));
+  rank = std::clamp<std::size_t>(rank, 1, values.size());
+  return values[rank - 1];
+}
+
+std::optional<double> median(std::vector<double> values) {
+  if (values.empty()) return std::nullopt;
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2.0;
+}
+
+std::vector<double> poisson_arrivals(double rate, double duration_s, std::uint64_t seed) {
+  if (!(rate > 0) || !(duration_s >= 0))
+    throw std::invalid_argument("poisson_arrivals: need rate > 0 and duration >= 0");
+  std::mt19937_64 gen(seed);
+  std::vector<double> out;
+  double t = 0;
+  for (;;) {
+    // u in (0, 1]: 53 random bits, never 0, so the logarithm is finite.
+    const double u = (static_cast<double>(gen() >> 11) + 1.0) * 0x1.0p-53;
+    t += -std::log(u) / rate;
+    if (t >= duration_s) break;
+    out.push_back(t);
+  }
+  return out;
+}
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+std::optional<double> parse_double(std::string_view s) {
+  double v = 0;
+  const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || ptr != s.data() + s.size() || !std::isfinite(v)) return std::nullopt;
+  return v;
+}
+
+} // namespace
+
+ServerTiming parse_server_timing(std::string_view header) {
+  ServerTiming t;
+  // Entries are separated by commas, but a quoted desc may contain one: split outside quotes.
+  std::size_t start = 0;
+  bool quoted = false;
+  for (std::size_t i = 0; i <= header.size(); ++i) {
+    if (i < header.size() && header[i] == '"') quoted = !quoted;
+    if (i < header.size() && (quoted || header[i] != ',')) continue;
+    const std::string_view entry = trim(header.substr(start, i - start));
+    start = i + 1;
+    const auto semi = entry.find(';');
+    const std::string_view name = trim(entry.substr(0, semi));
+    std::optional<double> dur;
+    for (std::size_t p = semi; p != std::string_view::npos;) {
+      const auto next = entry.find(';', p + 1);
+      const std::string_view param = trim(entry.substr(p + 1, next == std::string_view::npos
+                                                                  ? std::string_view::npos
+                                                                  : next - p - 1));
+      if (param.substr(0, 4) == "dur=") dur = parse_double(param.substr(4));
+      p = next;
+    }
+    if (!dur) continue;
+    if (name == "io") t.io = dur;
+    else if (name == "queue") t.queue = dur;
+    else if (name == "render") t.render = dur;
+    else if (name == "encode") t.encode = dur;
+    else if (name == "work") t.work = dur;
+  }
+  return t;
+}
+
+std::optional<Endpoint> parse_loopback_url(std::string_view url, std::string &error) {
+  constexpr std::string_view scheme = "http://";
+  if (url.substr(0, scheme.size()) != scheme) {
+    error = "--url must start with http:// (plain HTTP/1.1 on loopback)";
+    return std::nullopt;
+  }
+  std::string_view rest = url.substr(scheme.size());
+  const auto slash = rest.find('/');
+  if (slash != std::string_view::npos) {
+    if (rest.substr(slash) != "/") {
+      error = "--url takes no path (use --path-template for the tile route)";
+      return std::nullopt;
+    }
+    rest = rest.substr(0, slash);
+  }
+  const auto colon = rest.rfind(':');
+  if (colon == std::string_view::npos || rest.find(']') != std::string_view::npos) {
+    error = rest.find('[') != std::string_view::npos
+                ? "--url: IPv6 hosts are not supported (use 127.0.0.1)"
+                : "--url needs an explicit port: http://127.0.0.1:PORT";
+    return std::nullopt;
+  }
+  const std::string_view host = rest.substr(0, colon), port_text = rest.substr(colon + 1);
+  int port = 0;
+  const auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc{} || ptr != port_text.data() + port_text.size() || port < 1 || port > 65535) {
+    error = "--url: port '" + std::string(port_text) + "' is not in 1..65535";
+    return std::nullopt;
+  }
+  Endpoint e;
+  e.port = port;
+  if (host == "localhost") return e;
+  // 127.a.b.c, each part a decimal 0..255.
+  int parts = 0;
+  bool valid = true;
+  std::string_view h = host;
+  int first = -1;
+  while (valid) {
+    const auto dot = h.find('.');
+    const std::string_view part = h.substr(0, dot);
+    int v = -1;
+    const auto [p2, e2] = std::from_chars(part.data(), part.data() + part.size(), v);
+    valid = !part.empty() && part.size() <= 3 && e2 == std::errc{} &&
+            p2 == part.data() + part.size() && v >= 0 && v <= 255;
+    if (parts == 0) first = v;
+    ++parts;
+    if (dot == std::string_view::npos) break;
+    h.remove_prefix(dot + 1);
+  }
+  if (!valid || parts != 4 || first != 127) {
+    error = "--url: host '" + std::string(host) +
+            "' is not a loopback address; overdrive bench only drives servers on this machine "
+            "(localhost or 127.x.y.z)";
+    return std::nullopt;
+  }
+  e.host = std::string(host);
+  return e;
+}
+
+std::string check_path_template(std::string_view tmpl) {
+  if (tmpl.empty() || tmpl.front() != '/') return "--path-template must start with '/'";
+  for (std::size_t i = 0; i < tmpl.size(); ++i) {
+    const auto c = static_cast<unsigned char>(tmpl[i]);
+    if (c <= 0x20 || c >= 0x7f) return "--path-template must not contain spaces or control characters";
+    if (c == '}') return "--path-template has an unmatched '}'";
+    if (c != '{') continue;
+    const auto close = tmpl.find('}', i);
+    if (close == std::string_view::npos) return "--path-template has an unmatched '{'";
+    const std::string_view name = tmpl.substr(i + 1, close - i - 1);
+    if (name != "i" && name != "x" && name != "y" && name != "z")
+      return "--path-template: unknown placeholder {" + std::string(name) +
+             "} (valid: {i} {x} {y} {z})";
+    i = close;
+  }
+  return {};
+}
+
+std::string expand_path(std::string_view tmpl, int i, int zoom) {
+  const std::uint64_t side = std::uint64_t{1} << std::clamp(zoom, 0, 31);
+  const std::uint64_t cell = static_cast<std::uint64_t>(std::max(0, i)) % (side * side);
+  std::string out;
+  for (std::size_t p = 0; p < tmpl.size(); ++p) {
+    if (tmpl[p] == '{') {
+      const auto close = tmpl.find('}', p);
+      if (close != std::string_view::npos) {
+        const std::string_view name = tmpl.substr(p + 1, close - p - 1);
+        if (name == "i") out += std::to_string(i);
+        else if (name == "x") out += std::to_string(cell % side);
+        else if (name == "y") out += std::to_string(cell / side);
+        else if (name == "z") out += std::to_string(zoom);
+        else out += tmpl.substr(p, close - p + 1);
+        p = close;
+        continue;
+      }
+    }
+    out += tmpl[p];
+  }
+  return out;
+}
+
+std::optional<double> RequestRecord::latency_ms() const {
+  if (!ok() || !done_ms) return std::nullopt;
+  return *done_ms - scheduled_ms;
+}
+
+std::optional<IdleSample> parse_idle_sample(std::string_view json, std::string_view executor) {
+  constexpr std::string_view key = "\"idle_while_waiting_seconds\":";
+  auto number_after = [&](std::size_t from) -> std::optional<double> {
+    const auto k = json.find(key, from);
+    if (k == std::string_view::npos) return std::nullopt;
+    std::size_t b = k + key.size(), e = b;
+    while (e < json.size() && (std::isdigit(static_cast<unsigned char>(json[e])) || json[e] == '.' ||
+                               json[e] == '-' || json[e] == 'e' || json[e] == 'E' || json[e] == '+'))
+      ++e;
+    return parse_double(json.substr(b, e - b));
+  };
+  const auto io = json.find("\"io\":{");
+  const auto ex = json.find("{\"name\":\"" + std::string(executor) + "\"");
+  if (io == std::string_view::npos || ex == std::string_view::npos) return std::nullopt;
+  const auto io_v = number_after(io), ex_v = number_after(ex);
+  if (!io_v || !ex_v) return std::nullopt;
+  return IdleSample{*ex_v, *io_v};
+}
+
+void analyze_run(RunResult &run, Scenario scenario, const ModelSpec &model, double duration_s) {
+  run.succeeded = run.rejected = run.failed = run.late = 0;
+  std::vector<double> lat;
+  std::vector<std::size_t> ok_index;
+  std::vector<double> server_cost;
+  for (std::size_t j = 0; j < run.requests.size(); ++j) {
+    RequestRecord &r = run.requests[j];
+    r.ideal_ms.reset();
+    r.late = false;
+    if (r.ok()) {
+      ++run.succeeded;
+      lat.push_back(*r.latency_ms());
+      ok_index.push_back(j);
+      if (r.server.render && r.server.encode) server_cost.push_back(*r.server.render + *r.server.encode);
+    } else if (r.error.empty() && (r.status == 429 || r.status == 503)) {
+      ++run.rejected;
+    } else {
+      ++run.failed;
+    }
+    if (r.sent_ms) run.max_send_lag_ms = std::max(run.max_send_lag_ms, *r.sent_ms - r.scheduled_ms);
+  }
+  if (!lat.empty()) {
+    run.first_ms = *std::min_element(lat.begin(), lat.end());
+    run.last_ms = *std::max_element(lat.begin(), lat.end());
+    run.mean_ms = std::accumulate(lat.begin(), lat.end(), 0.0) / static_cast<double>(lat.size());
+  }
+  if (scenario == Scenario::Open) {
+    run.p50_ms = percentile(lat, 50);
+    run.p90_ms = percentile(lat, 90);
+    run.p99_ms = percentile(lat, 99);
+    double end_ms = duration_s * 1000.0;
+    for (const auto &r : run.requests)
+      if (r.ok() && r.done_ms) end_ms = std::max(end_ms, *r.done_ms);
+    if (end_ms > 0) run.throughput_rps = run.succeeded / (end_ms / 1000.0);
+    if (duration_s > 0) run.offered_rps = static_cast<double>(run.requests.size()) / duration_s;
+    return;
+  }
+  if (lat.empty()) return;
+  // T: fixed, or the median server-side cost. With split the server measures the split wall time
+  // of a tile, T/N, so the serial T of the model is N times that.
+  if (model.cost_ms) {
+    run.cost_ms = model.cost_ms;
+    run.cost_source = "cost-ms";
+  } else if (auto m = median(server_cost)) {
+    run.cost_ms = model.split ? *m * model.workers : *m;
+    run.cost_source = "server-timing";
+  } else {
+    run.cost_ms = run.first_ms;  // the first arrival waited for nothing: about one job
+    if (model.split) *run.cost_ms *= model.workers;
+    run.cost_source = "min-latency";
+  }
+  const auto ideal = ideal_arrivals(static_cast<int>(lat.size()), model.workers, *run.cost_ms,
+                                    model.split);
+  run.wave_ms = wave_ms(model.workers, *run.cost_ms, model.split);
+  run.ideal_total_ms = std::accumulate(ideal.begin(), ideal.end(), 0.0);
+  run.measured_total_ms = std::accumulate(lat.begin(), lat.end(), 0.0);
+  run.efficiency = efficiency(ideal, lat);
+  const auto late = needlessly_late(lat, ideal, *run.wave_ms, late_tolerance_fraction * *run.wave_ms);
+  // The ideal arrival of each request's rank, for the timeline marks.
+  std::vector<std::size_t> order(lat.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return lat[a] < lat[b]; });
+  for (std::size_t rank = 0; rank < order.size(); ++rank) {
+    RequestRecord &r = run.requests[ok_index[order[rank]]];
+    r.ideal_ms = ideal[rank] + r.scheduled_ms;
+    r.late = late[order[rank]];
+    run.late += r.late ? 1 : 0;
+  }
+}
+
+} // namespace overdrive::loadgen
