@@ -189,3 +189,15 @@ std::unique_ptr<Executor> make_tbb_arena_executor(const ExecutorOptions &options
 }
 
 } // namespace overdrive::detail
+
+#if defined(__SANITIZE_THREAD__)
+// ThreadSanitizer suppressions for every program that can run the tbb executor: Debian's libtbb
+// and libstdc++ are not built with -fsanitize=thread, so the synchronisation inside them is
+// invisible to tsan. The list is executors/tsan.supp (comments there), embedded at build time.
+// Defined in this file because a static library only links objects something references.
+extern "C" const char *__tsan_default_suppressions() {
+  return
+#include "tsan_supp.inc"
+      ;
+}
+#endif

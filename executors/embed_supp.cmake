@@ -1,0 +1,12 @@
+# Turns executors/tsan.supp into a C string literal (tsan_supp.inc) for tsan_suppressions.cpp.
+file(STRINGS "${INPUT}" lines)
+set(out "")
+foreach(line IN LISTS lines)
+  if(line MATCHES "^[ \t]*#" OR line STREQUAL "")
+    continue()
+  endif()
+  string(REPLACE "\\" "\\\\" line "${line}")
+  string(REPLACE "\"" "\\\"" line "${line}")
+  string(APPEND out "\"${line}\\n\"\n")
+endforeach()
+file(WRITE "${OUTPUT}" "${out}")
