@@ -78,8 +78,13 @@ void add_serve_command(CLI::App &app) {
   cmd->add_option("--workers", o.workers, "Workers per executor (default: number of cores)")
       ->check(CLI::Range(1, 256));
   cmd->add_option("--io-threads", o.io_threads,
-                  "Connection threads; each open connection holds one (default 128)")
+                  "Connection threads, started on demand; each open connection holds one "
+                  "(default 1024)")
       ->check(CLI::Range(1, 4096));
+  cmd->add_option("--io-queue-limit", o.io_queue_limit,
+                  "Connections that may wait for a free connection thread; beyond it new ones "
+                  "get 503 at once (default 1024, 0 = unlimited)")
+      ->check(CLI::Range(0, 1000000));
   cmd->add_option("--queue-limit", o.queue_limit,
                   "Tiles that may wait per executor before 429 Too Many Requests (0 = unlimited, "
                   "the default)")
@@ -91,7 +96,12 @@ void add_serve_command(CLI::App &app) {
                   "Seconds an idle keep-alive connection holds its I/O thread (default 5)")
       ->check(CLI::Range(0, 300));
   cmd->add_option("--read-timeout", o.read_timeout_s,
-                  "Seconds to wait for a request's bytes (default 5)")
+                  "Seconds to wait for a request's bytes, and for a new connection's first "
+                  "byte (default 5)")
+      ->check(CLI::Range(1, 300));
+  cmd->add_option("--request-timeout", o.request_timeout_s,
+                  "Seconds from a request's first byte until its headers are complete; 408 "
+                  "after (default 10; stops slowloris clients)")
       ->check(CLI::Range(1, 300));
   cmd->add_flag("--quiet", args->quiet, "No access log on stderr");
   cmd->callback([args] { std::exit(run_serve(*args)); });

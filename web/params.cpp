@@ -9,9 +9,11 @@
 namespace overdrive {
 namespace {
 
-// Strict unsigned decimal: digits only, no sign, no spaces, no leading "+", fits in int64.
+// Strict canonical unsigned decimal: digits only, no sign, no spaces, no leading "+" and no
+// leading zero (one spelling per value, so one cache entry per tile), fits in int64.
 std::optional<std::int64_t> parse_u64(std::string_view s) noexcept {
-  if (s.empty() || s.size() > 19) return std::nullopt;
+  if (s.empty() || s.size() > 19 || (s.size() > 1 && s[0] == '0')) return std::nullopt;
+  if (s[0] < '0' || s[0] > '9') return std::nullopt;  // from_chars takes "-0"
   std::int64_t v = 0;
   const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (ec != std::errc{} || ptr != s.data() + s.size() || v < 0) return std::nullopt;

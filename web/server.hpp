@@ -61,20 +61,38 @@ struct TileParse {
 TileParse parse_tile_query(std::string_view z, std::string_view x, std::string_view y,
                            const std::multimap<std::string, std::string> &params);
 
+/// Connection handling and its defaults (cpp-httplib 0.11.4 runs one thread per connection):
+/// - io_threads caps the connection threads. They start lazily and extra ones retire after 10 s
+///   idle, so a large cap costs nothing until connections arrive (an idle thread is ~20 KiB of
+///   RSS; its 8 MiB stack is virtual). 1024 lets 250 slowloris connections sit beside a browser
+///   without delaying it (with 64 threads a browser's burst waited 10 s, FACTS).
+/// - A new connection must send its first byte within read_timeout_s; a kept-alive one within
+///   keep_alive_timeout_s. Once a request's first byte is in, its line and headers (and body)
+///   must all arrive within request_timeout_s (408 after), so a client trickling a byte a second
+///   cannot hold a thread for longer than that; each single read also waits read_timeout_s at
+///   most. Headers are capped at 32 KiB and 100 lines (431), a line at 8 KiB (414/431).
+/// - When io_queue_limit connections already wait for a thread (all io_threads busy), a new
+///   connection gets 503 at once and is closed. Stop closes idle and half-read connections at
+///   once (1 s grace for a request already arriving) and lets in-flight tiles finish.
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;  ///< 0 = an ephemeral port
   ExecutorKind executor = ExecutorKind::Pool;  ///< Default for requests without ?executor=
   int workers = 0;                             ///< Per executor; 0 = number of cores
-  /// cpp-httplib connection threads (one per open connection). The default is large enough
-  /// that a browser's six keep-alive connections per host never starve pool and tbb.
-  int io_threads = 128;
+  /// cpp-httplib connection threads (one per open connection), started on demand up to this
+  /// cap. The default is large enough that a browser's six keep-alive connections per host never
+  /// starve pool and tbb, even beside hundreds of idle or slow connections.
+  int io_threads = 1024;
   std::size_t queue_limit = 0;  ///< Tiles waiting per executor before 429; 0 = unlimited
   bool split = false;           ///< tbb splits each tile across its workers
   WorkSpec work;
   int keep_alive_timeout_s = 5;
   int keep_alive_max_count = 100;
   int read_timeout_s = 5;
+  /// Seconds from a request's first byte until its headers (and body) are complete; 408 after.
+  int request_timeout_s = 10;
+  /// Connections that may wait for a free I/O thread; beyond it, 503 at once. 0 = unlimited.
+  std::size_t io_queue_limit = 1024;
   bool access_log = true;  ///< One line per request on stderr
 };
 
