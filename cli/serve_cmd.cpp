@@ -75,7 +75,9 @@ void add_serve_command(CLI::App &app) {
                   "Default executor: pool, tbb or inline (a request may pick another with "
                   "?executor=)")
       ->check(CLI::IsMember({"pool", "tbb", "inline"}));
-  cmd->add_option("--workers", o.workers, "Workers per executor (default: number of cores)")
+  cmd->add_option("--workers", o.workers,
+                  "Workers per executor (default: number of cores); for inline also its I/O "
+                  "threads: a connection holds one of these N seats until it closes")
       ->check(CLI::Range(1, 256));
   cmd->add_option("--io-threads", o.io_threads,
                   "Connection threads, started on demand; each open connection holds one "

@@ -89,11 +89,62 @@ private:
   double idle_while_waiting_ = 0.0;
 };
 
+// With inline the I/O threads *are* the workers: N inline workers means N connection threads, and
+// a connection holds its thread from its first request until it closes, idle keep-alive included.
+// One server hosts all three executors on one large connection pool, so inline gets N seats: the
+// first inline request on a connection takes a seat (waiting, as it would for one of N I/O
+// threads) and the connection keeps it until it closes. The wait is reported as Server-Timing io.
+class InlineSeats {
+public:
+  explicit InlineSeats(int seats) : free_(seats), capacity_(seats) {}
+
+  /// Waits for a seat until the deadline or until stop(); true if one was taken.
+  bool acquire(Clock::time_point deadline) {
+    std::unique_lock lock(mu_);
+    ++waiting_;
+    const bool got = cv_.wait_until(lock, deadline, [this] { return stopping_ || free_ > 0; });
+    --waiting_;
+    if (!got || stopping_) return false;
+    --free_;
+    return true;
+  }
+  void release() {
+    {
+      std::lock_guard lock(mu_);
+      ++free_;
+    }
+    cv_.notify_one();
+  }
+  void stop() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+  }
+  struct Snapshot {
+    int capacity, held, waiting;
+  };
+  Snapshot snapshot() {
+    std::lock_guard lock(mu_);
+    return {capacity_, capacity_ - free_, waiting_};
+  }
+
+private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int free_;
+  const int capacity_;
+  int waiting_ = 0;
+  bool stopping_ = false;
+};
+
 // When the current connection was handed to the pool and when a thread took it; the tile handler
 // reports the difference as Server-Timing "io" on the connection's first request.
 struct ConnectionClock {
   Clock::time_point enqueued, started;
   int requests = 0;
+  InlineSeats *seat = nullptr;  // the inline seat this connection holds, released when it closes
 };
 thread_local ConnectionClock this_connection;
 
@@ -207,8 +258,10 @@ private:
       }
       meter_.queued(-1);
       meter_.busy(+1);
-      this_connection = {item.enqueued, Clock::now(), 0};
+      this_connection = {item.enqueued, Clock::now(), 0, nullptr};
       item.fn();
+      if (this_connection.seat) this_connection.seat->release();
+      this_connection.seat = nullptr;
       meter_.busy(-1);
     }
   }
@@ -656,6 +709,7 @@ struct TileServer::Impl {
   ServerOptions opt;
   std::vector<std::unique_ptr<Executor>> executors;  // indexed by ExecutorKind
   IoMeter io_meter;
+  InlineSeats inline_seats;
   std::atomic<int> io_live{0};
   std::atomic<std::uint64_t> io_shed{0};
   HttpServer svr;
@@ -671,7 +725,8 @@ struct TileServer::Impl {
   std::array<double, 3> job_seconds{{0.0, 0.0, 0.0}};
   std::array<std::atomic<std::uint64_t>, 6> responses{};  // 2xx,3xx,4xx(other),429,5xx,503
 
-  explicit Impl(ServerOptions o) : opt(std::move(o)), io_meter(workers_of(opt)) {
+  explicit Impl(ServerOptions o)
+      : opt(std::move(o)), io_meter(workers_of(opt)), inline_seats(workers_of(opt)) {
     ExecutorOptions eo;
     eo.workers = opt.workers;
     eo.queue_limit = opt.queue_limit;
@@ -871,6 +926,25 @@ struct TileServer::Impl {
     Executor &ex = executor(kind);
     log_note.executor = std::string(ex.name());
 
+    // Inline renders on this connection's thread: take one of the N inline I/O threads ("seats")
+    // for the rest of the connection's life, as N real I/O threads would be taken.
+    double seat_wait_ms = 0.0;
+    if (kind == ExecutorKind::Inline && this_connection.seat == nullptr) {
+      const auto t0 = Clock::now();
+      io_meter.queued(+1);
+      const bool seated = inline_seats.acquire(t0 + std::chrono::seconds(60));
+      io_meter.queued(-1);
+      seat_wait_ms = ms_between(t0, Clock::now());
+      if (!seated) {
+        res.set_header("Retry-After", "5");
+        reply_error(res, 503,
+                    shutting_down ? "server is shutting down"
+                                  : "no inline I/O thread became free within 60 s");
+        return;
+      }
+      this_connection.seat = &inline_seats;
+    }
+
     const std::string label = std::to_string(q.tile.z) + "/" + std::to_string(q.tile.x) + "/" +
                               std::to_string(q.tile.y);
     const WorkSpec work = opt.work;
@@ -950,9 +1024,9 @@ struct TileServer::Impl {
       const double s = (r.work_ms + r.render_ms + r.encode_ms) / 1000.0;
       m = m == 0.0 ? s : 0.8 * m + 0.2 * s;
     }
-    double io_ms = 0.0;
+    double io_ms = seat_wait_ms;
     if (this_connection.requests++ == 0)
-      io_ms = ms_between(this_connection.enqueued, this_connection.started);
+      io_ms += ms_between(this_connection.enqueued, this_connection.started);
     const std::string timing = "io;dur=" + fixed3(io_ms) + ";desc=\"waiting for an I/O thread\"" +
                                ", queue;dur=" + fixed3(r.queue_ms) +
                                ", render;dur=" + fixed3(r.work_ms + r.render_ms) +
@@ -1028,7 +1102,11 @@ struct TileServer::Impl {
            ",\"connections\":" + std::to_string(io.connections) +
            ",\"idle_while_waiting_seconds\":" + fixed3(io.idle_while_waiting_seconds) +
            ",\"live_threads\":" + std::to_string(io_live.load()) +
-           ",\"shed\":" + std::to_string(io_shed.load()) + "}";
+           ",\"shed\":" + std::to_string(io_shed.load());
+    const InlineSeats::Snapshot seats = inline_seats.snapshot();
+    out += ",\"inline_seats\":{\"capacity\":" + std::to_string(seats.capacity) +
+           ",\"held\":" + std::to_string(seats.held) +
+           ",\"waiting\":" + std::to_string(seats.waiting) + "}}";
     out += ",\"executors\":[";
     for (std::size_t i = 0; i < executors.size(); ++i) {
       if (i) out += ",";
@@ -1099,6 +1177,7 @@ struct TileServer::Impl {
   void stop() {
     std::call_once(stop_once, [this] {
       shutting_down = true;
+      inline_seats.stop();  // connections waiting for an inline seat get 503
       // Closes the listener and joins the connection threads: in-flight tiles finish and are
       // delivered first (their executors keep running until after this).
       svr.stop_now();
