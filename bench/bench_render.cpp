@@ -1,11 +1,13 @@
 // Kernel and PNG benchmarks, single thread: every kernel (ISA x precision, with and without
-// interior skipping) against the scalar reference on three scenes, PNG encoder settings on a
+// interior skipping; one row per call, and "/rows" = batches of rows per call through
+// run_kernel_rows as render_rows does) against the scalar reference on three scenes, PNG encoder settings on a
 // 256x256 tile, and render + encode per tile. Counter "it/s" = useful iterations (sum of escape
 // counts, the same for every kernel) per second; "px/s" = pixels per second.
 #include "render/render.hpp"
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -40,12 +42,35 @@ template <class F> std::uint64_t run_scene(const Scene &s, std::vector<std::uint
   return sum;
 }
 
-template <class F> void bench_scene(benchmark::State &state, const Scene &s, F kernel) {
-  std::vector<std::uint32_t> it(static_cast<std::size_t>(s.view.pixel_width));
+// The same through run_kernel_rows, in batches of ~64K pixels as render_rows does.
+std::uint64_t run_scene_rows(const Scene &s, std::vector<std::uint32_t> &it, std::vector<float> &mag,
+                             Precision p, Isa isa, KernelOptions opt) {
+  const Viewport &v = s.view;
+  const int batch = std::max(1, std::min(v.pixel_height, 65536 / v.pixel_width));
+  std::vector<double> im(static_cast<std::size_t>(batch));
+  std::uint64_t sum = 0;
+  for (int y0 = 0; y0 < v.pixel_height; y0 += batch) {
+    const int rows = std::min(batch, v.pixel_height - y0);
+    for (int r = 0; r < rows; ++r) im[static_cast<std::size_t>(r)] = v.im_at(y0 + r);
+    run_kernel_rows({v.re_at(0), v.pixel_size(), im.data(), rows, v.pixel_width, s.max_iter,
+                     it.data(), mag.data()},
+                    p, isa, opt);
+    const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(v.pixel_width);
+    for (std::size_t k = 0; k < n; ++k) sum += it[k];
+  }
+  return sum;
+}
+
+// rows: the kernel sees batches of rows (run_kernel_rows) instead of one row per call.
+template <class F> void bench_scene(benchmark::State &state, const Scene &s, F kernel,
+                                    bool rows = false, Precision p = Precision::F64,
+                                    Isa isa = Isa::Auto, KernelOptions opt = {}) {
+  std::vector<std::uint32_t> it(static_cast<std::size_t>(s.view.pixel_width) *
+                                static_cast<std::size_t>(rows ? std::max(1, 65536 / s.view.pixel_width) : 1));
   std::vector<float> mag(it.size());
   std::uint64_t iters = 0;
   for (auto _ : state) {
-    iters = run_scene(s, it, mag, kernel);
+    iters = rows ? run_scene_rows(s, it, mag, p, isa, opt) : run_scene(s, it, mag, kernel);
     benchmark::DoNotOptimize(it.data());
     benchmark::ClobberMemory();
   }
@@ -121,6 +146,11 @@ void register_all() {
                                    std::string(to_string(p)) + (skip ? "/skip" : "/noskip");
           benchmark::RegisterBenchmark(name.c_str(), [&s, isa, p, skip](benchmark::State &st) {
             bench_scene(st, s, [=](const RowJob &j) { run_kernel(j, p, isa, KernelOptions{skip}); });
+          })->Unit(benchmark::kMillisecond);
+          // Batches of rows per call (render_rows' path); scalar is the same loop per row.
+          if (isa == Isa::Scalar) continue;
+          benchmark::RegisterBenchmark((name + "/rows").c_str(), [&s, isa, p, skip](benchmark::State &st) {
+            bench_scene(st, s, [](const RowJob &) {}, true, p, isa, KernelOptions{skip});
           })->Unit(benchmark::kMillisecond);
         }
     }

@@ -4,6 +4,7 @@
 // kernel_simd.cpp, compiled once per instruction set and entered only after a CPU check here.
 #include "render/render.hpp"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -15,11 +16,11 @@ namespace overdrive {
 namespace detail {
 // kernel_simd.cpp, built with AVX2 + FMA flags and with AVX-512 flags.
 int kernel_scratch_bytes_avx2(int n);
-void kernel_f64_avx2(const RowJob &job, bool skip_interior, void *scratch);
-void kernel_f32_avx2(const RowJob &job, bool skip_interior, void *scratch);
+void kernel_f64_avx2(const RowsJob &job, bool skip_interior, void *scratch);
+void kernel_f32_avx2(const RowsJob &job, bool skip_interior, void *scratch);
 int kernel_scratch_bytes_avx512(int n);
-void kernel_f64_avx512(const RowJob &job, bool skip_interior, void *scratch);
-void kernel_f32_avx512(const RowJob &job, bool skip_interior, void *scratch);
+void kernel_f64_avx512(const RowsJob &job, bool skip_interior, void *scratch);
+void kernel_f32_avx512(const RowsJob &job, bool skip_interior, void *scratch);
 } // namespace detail
 
 void kernel_reference(const RowJob &job) noexcept {
@@ -136,32 +137,55 @@ Isa best_isa() noexcept {
   return best;
 }
 
-void run_kernel(const RowJob &job, Precision precision, Isa isa,
-                const KernelOptions &options) noexcept {
-  if (job.n <= 0) return;
+void run_kernel_rows(const RowsJob &job, Precision precision, Isa isa,
+                     const KernelOptions &options) noexcept {
+  if (job.n <= 0 || job.rows <= 0) return;
   const Isa use = isa == Isa::Auto ? best_isa() : cap(isa);
   const bool f32 = precision == Precision::F32;
+  using Simd = void (*)(const RowsJob &, bool, void *);
+  Simd simd = nullptr;
+  int bytes = 0;
   switch (use) {
-  case Isa::Avx512: {
-    void *s = scratch(detail::kernel_scratch_bytes_avx512(job.n));
-    (f32 ? detail::kernel_f32_avx512 : detail::kernel_f64_avx512)(job, options.skip_interior, s);
-    return;
-  }
-  case Isa::Avx2: {
-    void *s = scratch(detail::kernel_scratch_bytes_avx2(job.n));
-    (f32 ? detail::kernel_f32_avx2 : detail::kernel_f64_avx2)(job, options.skip_interior, s);
-    return;
-  }
+  case Isa::Avx512:
+    simd = f32 ? detail::kernel_f32_avx512 : detail::kernel_f64_avx512;
+    bytes = detail::kernel_scratch_bytes_avx512(job.n);
+    break;
+  case Isa::Avx2:
+    simd = f32 ? detail::kernel_f32_avx2 : detail::kernel_f64_avx2;
+    bytes = detail::kernel_scratch_bytes_avx2(job.n);
+    break;
   case Isa::Scalar:
   case Isa::Auto: break;
   }
-  if (!options.skip_interior) {
-    (f32 ? kernel_reference_f32 : kernel_reference)(job);
-  } else if (f32) {
-    scalar_skipping<float>(job, kernel_reference_f32);
-  } else {
-    scalar_skipping<double>(job, kernel_reference);
+  if (simd) {
+    // The SIMD kernels index pixels with int: split jobs of 2^30 pixels or more.
+    const int per = std::max(1, (1 << 30) / job.n);
+    void *s = scratch(bytes);
+    for (int r = 0; r < job.rows; r += per) {
+      const std::size_t off = static_cast<std::size_t>(r) * static_cast<std::size_t>(job.n);
+      simd({job.re0, job.dre, job.im + r, std::min(per, job.rows - r), job.n, job.max_iter,
+            job.iters + off, job.mag2 + off},
+           options.skip_interior, s);
+    }
+    return;
   }
+  for (int r = 0; r < job.rows; ++r) {
+    const std::size_t off = static_cast<std::size_t>(r) * static_cast<std::size_t>(job.n);
+    const RowJob row{job.re0, job.dre, job.im[r], job.n, job.max_iter, job.iters + off, job.mag2 + off};
+    if (!options.skip_interior) {
+      (f32 ? kernel_reference_f32 : kernel_reference)(row);
+    } else if (f32) {
+      scalar_skipping<float>(row, kernel_reference_f32);
+    } else {
+      scalar_skipping<double>(row, kernel_reference);
+    }
+  }
+}
+
+void run_kernel(const RowJob &job, Precision precision, Isa isa,
+                const KernelOptions &options) noexcept {
+  run_kernel_rows({job.re0, job.dre, &job.im, 1, job.n, job.max_iter, job.iters, job.mag2},
+                  precision, isa, options);
 }
 
 void run_kernel(const RowJob &job, Precision precision, Isa isa) noexcept {

@@ -4,11 +4,14 @@
 // inline function or template shared with other translation units: all helpers live in an
 // anonymous namespace and the entry points have ISA-specific names.
 //
-// Two phases per row. Phase 1 runs every pixel for the first few iterations with an escape test
-// after each iteration (cheap pixels finish here exactly). Phase 2 keeps 8 vectors of survivors
-// in flight, tests for escape only every kBlock iterations, and refills finished lanes from the
-// queue so vectors stay full. A lane that escaped inside a block is re-run from the saved block
-// start, iteration by iteration, so counts are exactly what a per-iteration test would give.
+// Two phases over a batch of rows (RowsJob). Phase 1 runs the pixels of one row for the first
+// kPhase1 iterations with an escape test after each iteration (cheap pixels finish here exactly)
+// and queues the survivors. Phase 2 keeps kVec vectors of survivors in flight, each lane with
+// its own c (so the queue spans rows and vectors stay full across row ends), tests for escape
+// only every kBlock iterations, and refills finished lanes from the queue, running phase 1 on
+// the next row when the queue runs dry. A lane that escaped inside a block is re-run from the
+// saved block start, iteration by iteration, so counts are exactly what a per-iteration test
+// would give: the counts of a pixel do not depend on the batch or lane it ran in.
 #include "render/render.hpp"
 
 #include <immintrin.h>
@@ -22,21 +25,29 @@
 
 namespace overdrive::detail {
 namespace {
+#ifdef OVERDRIVE_KSTATS
+// Instrumentation for tuning (off in every build of the project): vector-steps per phase.
+long long g_p1_steps = 0, g_p2_steps = 0, g_rerun_steps = 0, g_slow = 0;
+#define KSTAT(x) (x)
+#else
+#define KSTAT(x) ((void)0)
+#endif
 
 #ifndef OVERDRIVE_KBLOCK
-#define OVERDRIVE_KBLOCK 8
-#define OVERDRIVE_KPHASE1 12
+#define OVERDRIVE_KBLOCK 16
+#define OVERDRIVE_KPHASE1 24
 #endif
-#ifndef OVERDRIVE_KPARK
-#define OVERDRIVE_KPARK 16
-#endif
-constexpr int kPark = OVERDRIVE_KPARK; // parked (escaped) lanes that trigger the slow path
 constexpr int kBlock = OVERDRIVE_KBLOCK; // iterations between escape tests in phase 2
 constexpr int kPhase1 = OVERDRIVE_KPHASE1; // iterations with a per-iteration test in phase 1
+constexpr int kRerun = 4; // packed vectors of parked lanes re-run side by side
 
 #if defined(OVERDRIVE_KERNEL_AVX512)
-// 32 zmm registers: 8 vectors (zr, zi, cr each) in phase 2 hide the 4-cycle FMA latency on 2 ports.
-constexpr int kVec = 8;  // independent vectors in flight in phase 2
+// 32 zmm registers: 8 vectors (zr, zi each; c from memory) in phase 2 hide the 4-cycle FMA
+// latency on 2 ports. More (12, 16) measured slower.
+#ifndef OVERDRIVE_KVEC
+#define OVERDRIVE_KVEC 8
+#endif
+constexpr int kVec = OVERDRIVE_KVEC;  // independent vectors in flight in phase 2
 constexpr int kVec1 = 4; // vectors in phase 1 (5 registers of state per vector there)
 
 struct F64 {
@@ -165,7 +176,10 @@ template <class S> int prepass(const RowJob &job, bool skip, int *work) {
 #else
 // AVX2 has 16 ymm registers and no mask registers: masks are lane bits from movemask, and the
 // rare compress/expand steps go through memory.
-constexpr int kVec = 4;
+#ifndef OVERDRIVE_KVEC
+#define OVERDRIVE_KVEC 6
+#endif
+constexpr int kVec = OVERDRIVE_KVEC;
 constexpr int kVec1 = 2;
 
 struct F64 {
@@ -340,6 +354,30 @@ inline __attribute__((always_inline)) void step(typename S::V &zr, typename S::V
         : [zr] "+v"(zr), [zi] "+v"(zi), [t] "=&v"(two_zr)
         : [cr] "v"(cr), [ci] "v"(ci));
 }
+// The same step with cr and ci read from memory (phase 2: each lane has its own row, and
+// 8 vectors of zr, zi, cr, ci would not fit the register file; the loads micro-fuse with the
+// FMAs and the load ports are otherwise idle).
+template <class S>
+inline __attribute__((always_inline)) void step_mm(typename S::V &zr, typename S::V &zi,
+                                                   const typename S::T *cr, const typename S::T *ci) {
+  typename S::V two_zr;
+  if constexpr (sizeof(typename S::T) == 8)
+    asm("vaddpd %[zr], %[zr], %[t]\n\t"
+        "vfmadd213pd %[cr], %[zr], %[zr]\n\t"
+        "vfnmadd231pd %[zi], %[zi], %[zr]\n\t"
+        "vfmadd213pd %[ci], %[t], %[zi]"
+        : [zr] "+v"(zr), [zi] "+v"(zi), [t] "=&v"(two_zr)
+        : [cr] "m"(*reinterpret_cast<const typename S::V *>(cr)),
+          [ci] "m"(*reinterpret_cast<const typename S::V *>(ci)));
+  else
+    asm("vaddps %[zr], %[zr], %[t]\n\t"
+        "vfmadd213ps %[cr], %[zr], %[zr]\n\t"
+        "vfnmadd231ps %[zi], %[zi], %[zr]\n\t"
+        "vfmadd213ps %[ci], %[t], %[zi]"
+        : [zr] "+v"(zr), [zi] "+v"(zi), [t] "=&v"(two_zr)
+        : [cr] "m"(*reinterpret_cast<const typename S::V *>(cr)),
+          [ci] "m"(*reinterpret_cast<const typename S::V *>(ci)));
+}
 template <class S> inline __attribute__((always_inline)) typename S::V mag(typename S::V zr, typename S::V zi) {
   return S::fma(zr, zr, S::mul(zi, zi));
 }
@@ -355,9 +393,11 @@ template <class S> bool interior(double x, double y) {
 template <class S> struct Scratch {
   int *work;
   int *qidx;
-  typename S::T *qzr, *qzi, *qcr;
+  typename S::T *qzr, *qzi, *qcr, *qci;
 };
 
+// Work list of one row (n) and the survivor queue: at most one row plus fewer than L carried
+// over (rows are added only when the queue cannot fill the free lanes).
 template <class S> int scratch_layout(void *base, int n, Scratch<S> *s) {
   using T = typename S::T;
   const auto pad = [](std::size_t b) { return (b + 63) & ~std::size_t{63}; };
@@ -374,81 +414,116 @@ template <class S> int scratch_layout(void *base, int n, Scratch<S> *s) {
   auto *a = take(cap * sizeof(T));
   auto *b = take(cap * sizeof(T));
   auto *c = take(cap * sizeof(T));
+  auto *d = take(cap * sizeof(T));
   if (s) *s = {reinterpret_cast<int *>(w), reinterpret_cast<int *>(qi), reinterpret_cast<T *>(a),
-               reinterpret_cast<T *>(b), reinterpret_cast<T *>(c)};
+               reinterpret_cast<T *>(b), reinterpret_cast<T *>(c), reinterpret_cast<T *>(d)};
   return static_cast<int>(off);
 }
 
-template <class S> void kernel(const RowJob &job, bool skip, void *scratch) {
+template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
   using T = typename S::T;
   using V = typename S::V;
   using M = typename S::M;
   constexpr int L = S::L;
+#ifdef OVERDRIVE_KPARK
+  constexpr int kPark = OVERDRIVE_KPARK;
+#else
+  // Parked (escaped) lanes that trigger the slow path: its fixed cost (state spill, refill,
+  // branch misses) outweighs idle lanes until about three quarters of them wait.
+  constexpr int kPark = kVec * L * 3 / 4;
+#endif
   Scratch<S> sc;
-  scratch_layout<S>(scratch, job.n, &sc);
-  const int max_iter = job.max_iter;
+  scratch_layout<S>(scratch, rj.n, &sc);
+  const int max_iter = rj.max_iter;
   const auto max_u = static_cast<std::uint32_t>(max_iter);
-
-  // Work list: pixels not known to be interior.
-  const int nwork = prepass<S>(job, skip, sc.work);
-  if (nwork == 0) return;
-
   const V four = S::set1(T(4));
-  const V ci = S::set1(S::im(job.im));
   const int p1 = max_iter < kPhase1 ? max_iter : kPhase1;
 
-  // ---- phase 1: per-iteration test, kVec1 vectors, no refill -------------------------------
-  int nq = 0;
-  alignas(64) T jbuf[L], mbuf[L];
-  for (int g = 0; g < nwork; g += kVec1 * L) {
-    V zr[kVec1], zi[kVec1], cr[kVec1], jv[kVec1], mg[kVec1];
-    M act[kVec1];
-    for (int v = 0; v < kVec1; ++v) {
-      const int base = g + v * L;
-      act[v] = S::first_lanes(nwork - base > 0 ? nwork - base : 0);
-      cr[v] = S::cre(sc.work + base, act[v], job.re0, job.dre);
-      zr[v] = zi[v] = jv[v] = mg[v] = S::zero();
-    }
-    for (int j = 1; j <= p1; ++j) {
-      const V jj = S::set1(static_cast<T>(j));
-      unsigned any = 0;
-#pragma GCC unroll 8
+  int q = 0, nq = 0; // queue of phase-1 survivors: [q, nq) not yet in a lane
+  int row = 0;       // next row for phase 1
+
+  // ---- phase 1, one row: per-iteration test, kVec1 vectors, survivors appended to the queue --
+    auto phase1 = [&](int r) {
+    const std::size_t roff = static_cast<std::size_t>(r) * static_cast<std::size_t>(rj.n);
+    const RowJob job{rj.re0, rj.dre, rj.im[r], rj.n, max_iter, rj.iters + roff, rj.mag2 + roff};
+    const int nwork = prepass<S>(job, skip, sc.work);
+    const T cim = S::im(job.im);
+    const V ci = S::set1(cim);
+    const int gbase = static_cast<int>(roff);
+    for (int g = 0; g < nwork; g += kVec1 * L) {
+      V zr[kVec1], zi[kVec1], cr[kVec1], jv[kVec1], mg[kVec1];
+      M act[kVec1];
       for (int v = 0; v < kVec1; ++v) {
-        step<S>(zr[v], zi[v], cr[v], ci);
-        const V m = mag<S>(zr[v], zi[v]);
-        const M e = S::escaped(act[v], m, four);
-        jv[v] = S::blend(jv[v], e, jj);
-        mg[v] = S::blend(mg[v], e, m);
-        act[v] = static_cast<M>(act[v] & ~e);
-        any |= act[v];
+        const int base = g + v * L;
+        act[v] = S::first_lanes(nwork - base > 0 ? nwork - base : 0);
+        cr[v] = S::cre(sc.work + base, act[v], job.re0, job.dre);
+        zr[v] = zi[v] = jv[v] = mg[v] = S::zero();
       }
-      if (!any) break;
-    }
-    for (int v = 0; v < kVec1; ++v) {
-      const int base = g + v * L;
-      if (base >= nwork) break;
-      const M valid = S::first_lanes(nwork - base);
-      S::scatter(job.iters, job.mag2, sc.work + base, static_cast<M>(valid & ~act[v]), jv[v], mg[v]);
-      if (p1 == max_iter) {
-        S::scatter(job.iters, job.mag2, sc.work + base, act[v], S::set1(static_cast<T>(max_iter)),
-                   S::zero());
-      } else if (act[v]) {
-        S::compress(sc.qzr + nq, act[v], zr[v]);
-        S::compress(sc.qzi + nq, act[v], zi[v]);
-        S::compress(sc.qcr + nq, act[v], cr[v]);
-        S::compress_idx(sc.qidx + nq, act[v], sc.work + base);
-        nq += __builtin_popcount(static_cast<unsigned>(act[v]));
+      for (int j = 1; j <= p1; ++j) {
+        const V jj = S::set1(static_cast<T>(j));
+        unsigned any = 0;
+#pragma GCC unroll 8
+        for (int v = 0; v < kVec1; ++v) {
+          step<S>(zr[v], zi[v], cr[v], ci);
+          const V m = mag<S>(zr[v], zi[v]);
+          const M e = S::escaped(act[v], m, four);
+          jv[v] = S::blend(jv[v], e, jj);
+          mg[v] = S::blend(mg[v], e, m);
+          act[v] = static_cast<M>(act[v] & ~e);
+          any |= act[v];
+        }
+        KSTAT(g_p1_steps += kVec1);
+        if (!any) break;
+      }
+      for (int v = 0; v < kVec1; ++v) {
+        const int base = g + v * L;
+        if (base >= nwork) break;
+        const M valid = S::first_lanes(nwork - base);
+        S::scatter(job.iters, job.mag2, sc.work + base, static_cast<M>(valid & ~act[v]), jv[v], mg[v]);
+        if (p1 == max_iter) {
+          S::scatter(job.iters, job.mag2, sc.work + base, act[v], S::set1(static_cast<T>(max_iter)),
+                     S::zero());
+        } else if (act[v]) {
+          const int got = __builtin_popcount(static_cast<unsigned>(act[v]));
+          S::compress(sc.qzr + nq, act[v], zr[v]);
+          S::compress(sc.qzi + nq, act[v], zi[v]);
+          S::compress(sc.qcr + nq, act[v], cr[v]);
+          S::compress_idx(sc.qidx + nq, act[v], sc.work + base);
+          for (int i = 0; i < got; ++i) {
+            sc.qidx[nq + i] += gbase;
+            sc.qci[nq + i] = cim;
+          }
+          nq += got;
+        }
       }
     }
-  }
+  };
+  // Makes at least want queued pixels available, running phase 1 on further rows as needed.
+  auto produce = [&](int want) {
+    if (nq - q >= want || row >= rj.rows) return;
+    const int keep = nq - q;
+    if (q > 0 && keep > 0) {
+      std::memmove(sc.qidx, sc.qidx + q, static_cast<std::size_t>(keep) * sizeof(int));
+      std::memmove(sc.qzr, sc.qzr + q, static_cast<std::size_t>(keep) * sizeof(T));
+      std::memmove(sc.qzi, sc.qzi + q, static_cast<std::size_t>(keep) * sizeof(T));
+      std::memmove(sc.qcr, sc.qcr + q, static_cast<std::size_t>(keep) * sizeof(T));
+      std::memmove(sc.qci, sc.qci + q, static_cast<std::size_t>(keep) * sizeof(T));
+    }
+    q = 0;
+    nq = keep;
+    while (nq < want && row < rj.rows) phase1(row++);
+  };
+
+  produce(1);
   if (nq == 0) return;
 
   // ---- phase 2: kVec vectors, test every kBlock iterations, refill finished lanes ----------
+  // The queue spans rows, so vectors stay full across row ends; each lane carries its own ci.
   // A lane that escapes is parked (its block-start z and block saved, lane idle) and the slow
   // path that re-runs parked lanes and refills them runs only once kPark lanes wait, so its
   // cost and branch miss are shared by many pixels.
   struct alignas(64) State {
-    T zr[kVec * L], zi[kVec * L], cr[kVec * L], s0r[kVec * L], s0i[kVec * L];
+    T zr[kVec * L], zi[kVec * L], cr[kVec * L], ci[kVec * L], s0r[kVec * L], s0i[kVec * L];
     T pr[kVec * L], pi[kVec * L]; // parked lanes: z at the start of the block they escaped in
     std::int64_t start[kVec * L]; // phase-2 iteration at which the lane's pixel had done 0
     std::int64_t pblock[kVec * L]; // parked lanes: phase-2 iteration at that block's start
@@ -457,13 +532,22 @@ template <class S> void kernel(const RowJob &job, bool skip, void *scratch) {
   };
   State st;
   std::memset(&st, 0, sizeof st);
+  // Parked lanes packed for their re-run (room for every lane plus a partial vector group).
+  struct alignas(64) Rerun {
+    T zr[kVec * L + kRerun * L], zi[kVec * L + kRerun * L], cr[kVec * L + kRerun * L],
+        ci[kVec * L + kRerun * L], j[kVec * L + kRerun * L], m[kVec * L + kRerun * L];
+    std::int64_t base[kVec * L];
+    int idx[kVec * L];
+  };
+  Rerun rr;
+  std::memset(&rr, 0, sizeof rr);
   std::int64_t it = 0; // iterations run by phase 2 so far (all lanes step together)
-  int q = 0;
   int live = 0; // active lanes
   // Puts queued pixels into the lanes of vector v in mask free (all inactive after this).
   auto refill = [&](int v, M free) {
     const int o = v * L;
     const int want = __builtin_popcount(static_cast<unsigned>(free));
+    produce(want);
     const int got = want < nq - q ? want : nq - q;
     M fill = 0;
     unsigned bits = free;
@@ -472,6 +556,7 @@ template <class S> void kernel(const RowJob &job, bool skip, void *scratch) {
     S::store(st.zr + o, S::blend(S::expand(S::load(st.zr + o), fill, sc.qzr + q), empty, S::zero()));
     S::store(st.zi + o, S::blend(S::expand(S::load(st.zi + o), fill, sc.qzi + q), empty, S::zero()));
     S::store(st.cr + o, S::blend(S::expand(S::load(st.cr + o), fill, sc.qcr + q), empty, S::zero()));
+    S::store(st.ci + o, S::blend(S::expand(S::load(st.ci + o), fill, sc.qci + q), empty, S::zero()));
     for (unsigned b = fill; b; b &= b - 1) {
       const int l = __builtin_ctz(b);
       st.idx[o + l] = sc.qidx[q++];
@@ -493,30 +578,30 @@ template <class S> void kernel(const RowJob &job, bool skip, void *scratch) {
   std::int64_t due = deadline();
 
   for (;;) {
-    V zr[kVec], zi[kVec], cr[kVec];
+    V zr[kVec], zi[kVec];
     M act[kVec], park[kVec];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int v = 0; v < kVec; ++v) {
       zr[v] = S::load(st.zr + v * L);
       zi[v] = S::load(st.zi + v * L);
-      cr[v] = S::load(st.cr + v * L);
       act[v] = st.active[v];
       park[v] = 0;
     }
     // Park the slow path until this many lanes wait, or all lanes would idle.
-    const int wake = q < nq ? kPark : live;
+    const bool more = q < nq || row < rj.rows;
+    const int wake = more && live >= kPark ? kPark : live;
     int parked = 0;
     for (;;) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int v = 0; v < kVec; ++v) {
         S::store(st.s0r + v * L, zr[v]);
         S::store(st.s0i + v * L, zi[v]);
       }
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int j = 0; j < kBlock; ++j)
-#pragma GCC unroll 8
-        for (int v = 0; v < kVec; ++v) step<S>(zr[v], zi[v], cr[v], ci);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
+        for (int v = 0; v < kVec; ++v) step_mm<S>(zr[v], zi[v], st.cr + v * L, st.ci + v * L);
+#pragma GCC unroll 16
       for (int v = 0; v < kVec; ++v) {
         const M e = S::escaped(act[v], mag<S>(zr[v], zi[v]), four);
         // Branch-free: masked stores with an empty mask cost a store slot and nothing else.
@@ -528,55 +613,91 @@ template <class S> void kernel(const RowJob &job, bool skip, void *scratch) {
         parked += __builtin_popcount(static_cast<unsigned>(e));
       }
       it += kBlock;
+      KSTAT(g_p2_steps += kVec * kBlock);
       if (parked >= wake || it >= due) break;
     }
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int v = 0; v < kVec; ++v) {
       S::store(st.zr + v * L, zr[v]);
       S::store(st.zi + v * L, zi[v]);
       st.active[v] = act[v];
     }
     live -= parked;
+    KSTAT(++g_slow);
     // Slow path: exact counts of parked lanes by re-running their block from its saved start,
-    // lanes out of iterations, then refill.
+    // lanes out of iterations, then refill. The parked lanes of all vectors are packed into as
+    // few vectors as possible and re-run side by side (one dependent chain per vector would
+    // leave the FMA pipes idle).
+    int np = 0;
+    for (int v = 0; v < kVec; ++v) {
+      if (!park[v]) continue;
+      const int o = v * L;
+      S::compress(rr.zr + np, park[v], S::load(st.pr + o));
+      S::compress(rr.zi + np, park[v], S::load(st.pi + o));
+      S::compress(rr.cr + np, park[v], S::load(st.cr + o));
+      S::compress(rr.ci + np, park[v], S::load(st.ci + o));
+      for (unsigned b = park[v]; b; b &= b - 1, ++np) {
+        const int l = __builtin_ctz(b);
+        rr.idx[np] = st.idx[o + l];
+        rr.base[np] = st.pblock[o + l] - st.start[o + l];
+      }
+    }
+    for (int g = 0; g < np; g += kRerun * L) {
+      V rzr[kRerun], rzi[kRerun], rcr[kRerun], rci[kRerun], jv[kRerun], mg[kRerun];
+      M pend[kRerun];
+#pragma GCC unroll 8
+      for (int u = 0; u < kRerun; ++u) {
+        const int o = g + u * L;
+        pend[u] = S::first_lanes(np - o > 0 ? np - o : 0);
+        rzr[u] = S::load(rr.zr + o);
+        rzi[u] = S::load(rr.zi + o);
+        rcr[u] = S::load(rr.cr + o);
+        rci[u] = S::load(rr.ci + o);
+        jv[u] = mg[u] = S::zero();
+      }
+      for (int j = 1; j <= kBlock; ++j) {
+        const V jj = S::set1(static_cast<T>(j));
+        unsigned any = 0;
+#pragma GCC unroll 8
+        for (int u = 0; u < kRerun; ++u) {
+          step<S>(rzr[u], rzi[u], rcr[u], rci[u]);
+          const V m = mag<S>(rzr[u], rzi[u]);
+          const M e = S::escaped(pend[u], m, four);
+          jv[u] = S::blend(jv[u], e, jj);
+          mg[u] = S::blend(mg[u], e, m);
+          pend[u] = static_cast<M>(pend[u] & ~e);
+          any |= pend[u];
+        }
+        KSTAT(g_rerun_steps += kRerun);
+        if (!any) break;
+      }
+#pragma GCC unroll 8
+      for (int u = 0; u < kRerun; ++u) {
+        S::store(rr.j + g + u * L, jv[u]);
+        S::store(rr.m + g + u * L, mg[u]);
+      }
+    }
+    for (int i = 0; i < np; ++i) {
+      const std::int64_t n = rr.base[i] + static_cast<std::int64_t>(rr.j[i]);
+      const int k = rr.idx[i];
+      if (n > max_iter) {
+        rj.iters[k] = max_u;
+        rj.mag2[k] = 0.0f;
+      } else {
+        rj.iters[k] = static_cast<std::uint32_t>(n);
+        rj.mag2[k] = static_cast<float>(rr.m[i]);
+      }
+    }
     for (int v = 0; v < kVec; ++v) {
       const int o = v * L;
       M retire = park[v];
-      if (park[v]) {
-        V rzr = S::load(st.pr + o), rzi = S::load(st.pi + o);
-        const V rcr = S::load(st.cr + o);
-        V jv = S::zero(), mg = S::zero();
-        M pend = park[v];
-        for (int j = 1; j <= kBlock && pend; ++j) {
-          step<S>(rzr, rzi, rcr, ci);
-          const V m = mag<S>(rzr, rzi);
-          const M e = S::escaped(pend, m, four);
-          jv = S::blend(jv, e, S::set1(static_cast<T>(j)));
-          mg = S::blend(mg, e, m);
-          pend = static_cast<M>(pend & ~e);
-        }
-        S::store(jbuf, jv);
-        S::store(mbuf, mg);
-        for (unsigned b = park[v]; b; b &= b - 1) {
-          const int l = __builtin_ctz(b);
-          const std::int64_t n = st.pblock[o + l] - st.start[o + l] + static_cast<std::int64_t>(jbuf[l]);
-          const int k = st.idx[o + l];
-          if (n > max_iter) {
-            job.iters[k] = max_u;
-            job.mag2[k] = 0.0f;
-          } else {
-            job.iters[k] = static_cast<std::uint32_t>(n);
-            job.mag2[k] = static_cast<float>(mbuf[l]);
-          }
-        }
-      }
       if (it >= due) {
         for (unsigned b = st.active[v]; b; b &= b - 1) {
           const int l = __builtin_ctz(b);
           if (it - st.start[o + l] >= max_iter) {
             const int k = st.idx[o + l];
-            job.iters[k] = max_u;
-            job.mag2[k] = 0.0f;
+            rj.iters[k] = max_u;
+            rj.mag2[k] = 0.0f;
             retire = static_cast<M>(retire | (1u << l));
             --live;
           }
@@ -584,8 +705,10 @@ template <class S> void kernel(const RowJob &job, bool skip, void *scratch) {
       }
       if (retire) refill(v, retire);
     }
-    if (live == 0) break; // queue empty and no lane left
-    due = deadline();
+    if (live == 0) break; // queue empty, no rows left and no lane left
+    // Lanes filled since start later than every active lane, so due stays a lower bound of the
+    // next deadline until it is reached (an early due only costs an extra visit here).
+    if (it >= due) due = deadline();
   }
 }
 } // namespace
@@ -596,12 +719,13 @@ template <class S> void kernel(const RowJob &job, bool skip, void *scratch) {
 #define OVERDRIVE_KERNEL_NAME(x) x##_avx2
 #endif
 
-// Scratch for a row of n pixels: work list, queue of survivors (double-sized, fits float too).
+// Scratch for rows of n pixels: work list, queue of survivors (double-sized, fits float too).
 int OVERDRIVE_KERNEL_NAME(kernel_scratch_bytes)(int n) { return scratch_layout<F64>(nullptr, n, nullptr); }
-void OVERDRIVE_KERNEL_NAME(kernel_f64)(const RowJob &job, bool skip_interior, void *scratch) {
+// rows * n must fit an int (the caller splits larger jobs).
+void OVERDRIVE_KERNEL_NAME(kernel_f64)(const RowsJob &job, bool skip_interior, void *scratch) {
   kernel<F64>(job, skip_interior, scratch);
 }
-void OVERDRIVE_KERNEL_NAME(kernel_f32)(const RowJob &job, bool skip_interior, void *scratch) {
+void OVERDRIVE_KERNEL_NAME(kernel_f32)(const RowsJob &job, bool skip_interior, void *scratch) {
   kernel<F32>(job, skip_interior, scratch);
 }
 

@@ -122,17 +122,24 @@ RenderStats render_rows(const RenderRequest &req, int row_begin, int row_end,
   assert(out.size() == static_cast<std::size_t>(row_end - row_begin) *
                            static_cast<std::size_t>(v.pixel_width) * 3);
   const auto w = static_cast<std::size_t>(v.pixel_width);
-  // Scratch is per call, so concurrent callers never share it; a row is at most 32768 wide.
-  std::vector<std::uint32_t> iters(w);
-  std::vector<float> mag2(w);
+  // Scratch is per call, so concurrent callers never share it. Rows go to the kernel in batches
+  // of about 64K pixels (at least one row, at most 32768 wide), so its vectors stay full across
+  // row ends; the counts are those of one row at a time.
+  const int batch = std::max(1, std::min(row_end - row_begin, 65536 / v.pixel_width));
+  std::vector<std::uint32_t> iters(w * static_cast<std::size_t>(batch));
+  std::vector<float> mag2(iters.size());
+  std::vector<double> im(static_cast<std::size_t>(batch));
   const Lut &lut = palette_lut(req.palette);
   RenderStats stats;
-  for (int py = row_begin; py < row_end; ++py) {
-    const RowJob job{v.re_at(0), v.pixel_size(), v.im_at(py), v.pixel_width, req.max_iter,
-                     iters.data(), mag2.data()};
-    run_kernel(job, req.precision, req.isa);
-    std::uint8_t *dst = out.data() + static_cast<std::size_t>(py - row_begin) * w * 3;
-    for (std::size_t k = 0; k < w; ++k) {
+  for (int py0 = row_begin; py0 < row_end; py0 += batch) {
+    const int rows = std::min(batch, row_end - py0);
+    for (int r = 0; r < rows; ++r) im[static_cast<std::size_t>(r)] = v.im_at(py0 + r);
+    run_kernel_rows({v.re_at(0), v.pixel_size(), im.data(), rows, v.pixel_width, req.max_iter,
+                     iters.data(), mag2.data()},
+                    req.precision, req.isa);
+    std::uint8_t *dst = out.data() + static_cast<std::size_t>(py0 - row_begin) * w * 3;
+    const std::size_t npx = w * static_cast<std::size_t>(rows);
+    for (std::size_t k = 0; k < npx; ++k) {
       stats.iterations += iters[k];
       const Rgb c = colour(lut, iters[k], mag2[k], req.max_iter);
       dst[3 * k] = c.r;

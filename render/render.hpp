@@ -136,6 +136,21 @@ void run_kernel(const RowJob &job, Precision precision, Isa isa) noexcept;
 /// isa the CPU lacks falls back to the best supported one below it.
 void run_kernel(const RowJob &job, Precision precision, Isa isa,
                 const KernelOptions &options) noexcept;
+/// Several rows sharing re0, dre, n and max_iter: row r has imaginary part im[r] and its counts
+/// go to iters[r * n + k] and mag2[r * n + k]. One call lets a SIMD kernel keep its vectors full
+/// across row ends; the counts are exactly those of run_kernel row by row.
+struct RowsJob {
+  double re0, dre;
+  const double *im;
+  int rows;
+  int n;
+  int max_iter;
+  std::uint32_t *iters;
+  float *mag2;
+};
+/// run_kernel over the rows of job (same precision, isa and options semantics).
+void run_kernel_rows(const RowsJob &job, Precision precision, Isa isa,
+                     const KernelOptions &options = {}) noexcept;
 /// The instruction set Auto resolves to on this CPU (after the OVERDRIVE_ISA override).
 Isa best_isa() noexcept;
 /// True when this CPU and build can run kernels for isa.

@@ -3,6 +3,7 @@
 #include "common/stb_decode.hpp"
 #include "render/render.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <stdexcept>
@@ -122,7 +123,57 @@ void interior_points(Isa isa, Precision p) {
     }
 }
 
+// run_kernel_rows must give exactly (bitwise, counts and |z|^2) what run_kernel gives row by row,
+// whatever the batch: the SIMD kernels' lanes mix pixels of different rows.
+void rows_match_rows(Isa isa, Precision p) {
+  if (!available(isa)) return;
+  struct Case {
+    Viewport v;
+    int max_iter;
+  };
+  const Case cases[] = {{{-0.5, 0.0, 3.0, 97, 61}, 300},
+                        {{-0.5, 0.0, 3.0, 1, 40}, 50},
+                        {{-0.1, 0.0, 0.2, 33, 9}, 200},  // all interior (skipped or iterated)
+                        {{-1.2, 0.75, 0.25, 40, 30}, 2000},
+                        {{-0.743643887037151, 0.131825904205330, 1e-4, 64, 48}, 3000},
+                        {{-0.75, 0.1, 2.6, 17, 23}, 3}};
+  for (const Case &c : cases)
+    for (const bool skip : {false, true}) {
+      CAPTURE(c.v.pixel_width);
+      CAPTURE(c.max_iter);
+      CAPTURE(skip);
+      const Counts want = run_view(c.v, c.max_iter, p, isa, false, KernelOptions{skip});
+      for (const int batch : {1, 2, 7, c.v.pixel_height}) {
+        CAPTURE(batch);
+        const auto w = static_cast<std::size_t>(c.v.pixel_width);
+        Counts got{std::vector<std::uint32_t>(want.iters.size(), 0xdeadbeefu),
+                   std::vector<float>(want.mag2.size(), -1.0f)};
+        for (int y0 = 0; y0 < c.v.pixel_height; y0 += batch) {
+          const int rows = std::min(batch, c.v.pixel_height - y0);
+          std::vector<double> im(static_cast<std::size_t>(rows));
+          for (int r = 0; r < rows; ++r) im[static_cast<std::size_t>(r)] = c.v.im_at(y0 + r);
+          const std::size_t off = static_cast<std::size_t>(y0) * w;
+          run_kernel_rows({c.v.re_at(0), c.v.pixel_size(), im.data(), rows, c.v.pixel_width,
+                           c.max_iter, got.iters.data() + off, got.mag2.data() + off},
+                          p, isa, KernelOptions{skip});
+        }
+        CHECK(mismatches(want, got) == 0);
+        std::size_t bad_mag = 0;
+        for (std::size_t i = 0; i < want.iters.size(); ++i)
+          if (want.iters[i] < static_cast<std::uint32_t>(c.max_iter) && want.mag2[i] != got.mag2[i])
+            ++bad_mag;
+        CHECK(bad_mag == 0);
+      }
+    }
+}
+
 } // namespace
+
+TEST_CASE("Kernel.RowsMatchRowByRow.scalar") { rows_match_rows(Isa::Scalar, Precision::F64); }
+TEST_CASE("Kernel.RowsMatchRowByRow.avx2") { rows_match_rows(Isa::Avx2, Precision::F64); }
+TEST_CASE("Kernel.RowsMatchRowByRow.avx512") { rows_match_rows(Isa::Avx512, Precision::F64); }
+TEST_CASE("Kernel.RowsMatchRowByRow.avx2.f32") { rows_match_rows(Isa::Avx2, Precision::F32); }
+TEST_CASE("Kernel.RowsMatchRowByRow.avx512.f32") { rows_match_rows(Isa::Avx512, Precision::F32); }
 
 TEST_CASE("Kernel.MatchesReference.scalar") { matches_reference(Isa::Scalar, Precision::F64); }
 TEST_CASE("Kernel.MatchesReference.avx2") { matches_reference(Isa::Avx2, Precision::F64); }
