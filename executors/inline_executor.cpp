@@ -10,10 +10,10 @@ namespace overdrive::detail {
 
 namespace {
 
-class InlineExecutor final : public Executor {
+class InlineExecutor final : public RecordedExecutor {
 public:
   explicit InlineExecutor(const ExecutorOptions &options)
-      : recorder_("inline", options.workers, options.queue_limit, options.trace_capacity) {
+      : RecordedExecutor("inline", options) {
     free_slots_.reserve(static_cast<std::size_t>(options.workers));
     // Highest first so that pop_back hands out slot 0 first.
     for (int w = options.workers - 1; w >= 0; --w) free_slots_.push_back(w);
@@ -58,11 +58,6 @@ public:
   }
 
   std::string_view name() const noexcept override { return "inline"; }
-  int workers() const noexcept override { return recorder_.workers(); }
-  ExecutorStats stats() const override { return recorder_.stats(); }
-  std::vector<JobEvent> trace_since(std::uint64_t since) const override {
-    return recorder_.trace_since(since);
-  }
 
   // Waiting callers still run their jobs (they were accepted); shutdown waits for them too.
   void shutdown() override {
@@ -74,7 +69,6 @@ public:
 private:
   std::size_t slots() const noexcept { return static_cast<std::size_t>(recorder_.workers()); }
 
-  Recorder recorder_;
   std::mutex mutex_;  // guards free_slots_, waiting_, stopping_
   std::condition_variable slot_freed_, idle_;
   std::vector<int> free_slots_;

@@ -77,6 +77,22 @@ private:
 };
 
 /// Backend factories; options are already validated and workers resolved (> 0).
+/// The part every backend shares: its Recorder and the members answered from it.
+class RecordedExecutor : public Executor {
+public:
+  RecordedExecutor(std::string name, const ExecutorOptions &options)
+      : recorder_(std::move(name), options.workers, options.queue_limit, options.trace_capacity) {}
+
+  int workers() const noexcept override { return recorder_.workers(); }
+  ExecutorStats stats() const override { return recorder_.stats(); }
+  std::vector<JobEvent> trace_since(std::uint64_t since) const override {
+    return recorder_.trace_since(since);
+  }
+
+protected:
+  Recorder recorder_;
+};
+
 std::unique_ptr<Executor> make_inline_executor(const ExecutorOptions &options);
 std::unique_ptr<Executor> make_thread_pool_executor(const ExecutorOptions &options);
 std::unique_ptr<Executor> make_tbb_arena_executor(const ExecutorOptions &options);

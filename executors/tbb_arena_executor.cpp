@@ -78,10 +78,10 @@ private:
   int workers_;
 };
 
-class TbbArenaExecutor final : public Executor {
+class TbbArenaExecutor final : public RecordedExecutor {
 public:
   explicit TbbArenaExecutor(const ExecutorOptions &options)
-      : recorder_("tbb", options.workers, options.queue_limit, options.trace_capacity),
+      : RecordedExecutor("tbb", options),
         lease_(options.workers), arena_(options.workers, /*reserved_for_masters=*/0) {
     if (options.split) {
       splitter_ = [](int begin, int end, const JobContext::RowBody &body) {
@@ -124,11 +124,6 @@ public:
   }
 
   std::string_view name() const noexcept override { return "tbb"; }
-  int workers() const noexcept override { return recorder_.workers(); }
-  ExecutorStats stats() const override { return recorder_.stats(); }
-  std::vector<JobEvent> trace_since(std::uint64_t since) const override {
-    return recorder_.trace_since(since);
-  }
 
   void shutdown() override {
     std::unique_lock lock(mutex_);
@@ -172,7 +167,6 @@ private:
     if (--outstanding_ == 0) all_done_.notify_all();
   }
 
-  Recorder recorder_;
   ParallelismLease lease_;  // before arena_: released after the arena is gone
   JobContext::Splitter splitter_;
   tbb::task_arena arena_;

@@ -11,10 +11,10 @@ namespace overdrive::detail {
 
 namespace {
 
-class ThreadPoolExecutor final : public Executor {
+class ThreadPoolExecutor final : public RecordedExecutor {
 public:
   explicit ThreadPoolExecutor(const ExecutorOptions &options)
-      : recorder_("pool", options.workers, options.queue_limit, options.trace_capacity) {
+      : RecordedExecutor("pool", options) {
     threads_.reserve(static_cast<std::size_t>(options.workers));
     try {
       for (int w = 0; w < options.workers; ++w) threads_.emplace_back([this, w] { run(w); });
@@ -44,11 +44,6 @@ public:
   }
 
   std::string_view name() const noexcept override { return "pool"; }
-  int workers() const noexcept override { return recorder_.workers(); }
-  ExecutorStats stats() const override { return recorder_.stats(); }
-  std::vector<JobEvent> trace_since(std::uint64_t since) const override {
-    return recorder_.trace_since(since);
-  }
 
   void shutdown() override {
     // Serialises concurrent shutdowns: every caller returns only once the pool is drained.
@@ -88,7 +83,6 @@ private:
     }
   }
 
-  Recorder recorder_;
   std::mutex mutex_;  // guards queue_ and stopping_
   std::condition_variable ready_;
   std::deque<Task> queue_;

@@ -2,6 +2,7 @@
 // numbers; parsing; the JSON schema; the scenario drivers and short real runs against in-process
 // servers (sleep work keeps the runs short and the sleeps the dominant cost, also under tsan).
 #include "bench/loadgen/loadgen.hpp"
+#include "common/run_binary.hpp"
 #include "common/loopback_server.hpp"
 
 #include <cstdio>
@@ -44,23 +45,8 @@ BenchOptions short_seed(const std::string &executor, int sleep_ms) {
   return o;
 }
 
-struct Run {
-  int status = -1;
-  std::string output;
-};
-
-Run run_overdrive(const std::string &args) {
-  const std::string cmd = std::string("timeout 60 '") + OVERDRIVE_BIN_PATH + "' " + args + " 2>&1";
-  Run r;
-  FILE *p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  std::size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using overdrive::test::run_overdrive;
+using overdrive::test::Run;
 
 } // namespace
 

@@ -1,4 +1,5 @@
 // The overdrive executable as a user runs it: exit codes, messages and output files.
+#include "common/run_binary.hpp"
 #include "common/stb_decode.hpp"
 
 #include <cstdio>
@@ -10,33 +11,10 @@
 #include <string>
 #include <sys/wait.h>
 
+using overdrive::test::Run;
+using overdrive::test::run_overdrive;
+
 namespace {
-
-struct Run {
-  int status = -1;
-  std::string output;  // stdout and stderr together
-};
-
-std::string shell_quote(const std::string &s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-Run run_overdrive(const std::string &args) {
-  const std::string bin = OVERDRIVE_BIN_PATH;
-  // timeout bounds every run; the CLI itself must never hang.
-  const std::string cmd = "timeout 60 " + shell_quote(bin) + " " + args + " 2>&1";
-  Run r;
-  FILE *p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  std::size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
 
 std::filesystem::path temp_png(const char *name) {
   return std::filesystem::temp_directory_path() /

@@ -2,6 +2,7 @@
 // external loopback server), a calibration for open-loop rates given as a share of capacity,
 // the runs, and the idle-while-waiting counters of our server around each run.
 #include "bench/loadgen/http_client.hpp"
+#include "bench/loadgen/format.hpp"
 #include "bench/loadgen/loadgen.hpp"
 #include "web/server.hpp"
 
@@ -16,11 +17,7 @@
 namespace overdrive::loadgen {
 namespace {
 
-std::string fmt(const char *f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
+using detail::fmt;
 
 // /api/stats of a server that may not be ours: nullopt on any failure or a foreign body.
 std::optional<std::string> fetch_stats_json(const Endpoint &ep, double timeout_s) {

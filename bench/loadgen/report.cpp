@@ -1,5 +1,6 @@
 // The three outputs of a bench: a table for people, JSON for programs (schema in
 // bench/README.md), and a hand-written SVG timeline (no dependencies).
+#include "bench/loadgen/format.hpp"
 #include "bench/loadgen/loadgen.hpp"
 
 #include <algorithm>
@@ -10,11 +11,7 @@
 namespace overdrive::loadgen {
 namespace {
 
-std::string fmt(const char *f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
+using detail::fmt;
 
 std::string pad(std::string s, std::size_t w) {
   if (s.size() < w) s.append(w - s.size(), ' ');
