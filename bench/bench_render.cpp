@@ -1,13 +1,12 @@
 // Kernel and PNG benchmarks, single thread: every kernel (ISA x precision, with and without
 // interior skipping; one row per call, and "/rows" = batches of rows per call through
-// run_kernel_rows as render_rows does) against the scalar reference on three scenes, PNG encoder settings on a
-// 256x256 tile, and render + encode per tile. Counter "it/s" = useful iterations (sum of escape
-// counts, the same for every kernel) per second; "px/s" = pixels per second.
+// run_kernel_rows as render_rows does) against the scalar reference on three scenes, PNG encoder
+// settings on a 256x256 tile, and render + encode per tile. Counter "it/s" = useful iterations (sum
+// of escape counts, the same for every kernel) per second; "px/s" = pixels per second.
 #include "render/render.hpp"
 
-#include <benchmark/benchmark.h>
-
 #include <algorithm>
+#include <benchmark/benchmark.h>
 #include <string>
 #include <vector>
 
@@ -30,43 +29,48 @@ const Scene scenes[] = {
 };
 
 // Renders every row of the scene through one kernel; returns the sum of escape counts.
-template <class F> std::uint64_t run_scene(const Scene &s, std::vector<std::uint32_t> &it,
-                                           std::vector<float> &mag, F &&kernel) {
+template <class F>
+std::uint64_t run_scene(const Scene &s, std::vector<std::uint32_t> &it, std::vector<float> &mag,
+                        F &&kernel) {
   const Viewport &v = s.view;
   std::uint64_t sum = 0;
   for (int y = 0; y < v.pixel_height; ++y) {
     kernel(RowJob{v.re_at(0), v.pixel_size(), v.im_at(y), v.pixel_width, s.max_iter, it.data(),
                   mag.data()});
-    for (int k = 0; k < v.pixel_width; ++k) sum += it[static_cast<std::size_t>(k)];
+    for (int k = 0; k < v.pixel_width; ++k)
+      sum += it[static_cast<std::size_t>(k)];
   }
   return sum;
 }
 
 // The same through run_kernel_rows, in batches of ~64K pixels as render_rows does.
-std::uint64_t run_scene_rows(const Scene &s, std::vector<std::uint32_t> &it, std::vector<float> &mag,
-                             Precision p, Isa isa, KernelOptions opt) {
+std::uint64_t run_scene_rows(const Scene &s, std::vector<std::uint32_t> &it,
+                             std::vector<float> &mag, Precision p, Isa isa, KernelOptions opt) {
   const Viewport &v = s.view;
   const int batch = std::max(1, std::min(v.pixel_height, 65536 / v.pixel_width));
   std::vector<double> im(static_cast<std::size_t>(batch));
   std::uint64_t sum = 0;
   for (int y0 = 0; y0 < v.pixel_height; y0 += batch) {
     const int rows = std::min(batch, v.pixel_height - y0);
-    for (int r = 0; r < rows; ++r) im[static_cast<std::size_t>(r)] = v.im_at(y0 + r);
+    for (int r = 0; r < rows; ++r)
+      im[static_cast<std::size_t>(r)] = v.im_at(y0 + r);
     run_kernel_rows({v.re_at(0), v.pixel_size(), im.data(), rows, v.pixel_width, s.max_iter,
                      it.data(), mag.data()},
                     p, isa, opt);
     const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(v.pixel_width);
-    for (std::size_t k = 0; k < n; ++k) sum += it[k];
+    for (std::size_t k = 0; k < n; ++k)
+      sum += it[k];
   }
   return sum;
 }
 
 // rows: the kernel sees batches of rows (run_kernel_rows) instead of one row per call.
-template <class F> void bench_scene(benchmark::State &state, const Scene &s, F kernel,
-                                    bool rows = false, Precision p = Precision::F64,
-                                    Isa isa = Isa::Auto, KernelOptions opt = {}) {
-  std::vector<std::uint32_t> it(static_cast<std::size_t>(s.view.pixel_width) *
-                                static_cast<std::size_t>(rows ? std::max(1, 65536 / s.view.pixel_width) : 1));
+template <class F>
+void bench_scene(benchmark::State &state, const Scene &s, F kernel, bool rows = false,
+                 Precision p = Precision::F64, Isa isa = Isa::Auto, KernelOptions opt = {}) {
+  std::vector<std::uint32_t> it(
+      static_cast<std::size_t>(s.view.pixel_width) *
+      static_cast<std::size_t>(rows ? std::max(1, 65536 / s.view.pixel_width) : 1));
   std::vector<float> mag(it.size());
   std::uint64_t iters = 0;
   for (auto _ : state) {
@@ -75,9 +79,11 @@ template <class F> void bench_scene(benchmark::State &state, const Scene &s, F k
     benchmark::ClobberMemory();
   }
   const double px = static_cast<double>(s.view.pixel_width) * s.view.pixel_height;
-  state.counters["it/s"] = benchmark::Counter(static_cast<double>(iters) * static_cast<double>(state.iterations()),
-                                              benchmark::Counter::kIsRate);
-  state.counters["px/s"] = benchmark::Counter(px * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["it/s"] =
+      benchmark::Counter(static_cast<double>(iters) * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate);
+  state.counters["px/s"] =
+      benchmark::Counter(px * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
 
 // The encoder inputs: the full view as a 256^2 tile, and a zoomed tile (seahorse valley, width
@@ -122,20 +128,23 @@ void BM_RenderTile(benchmark::State &state, Isa isa) {
   r.view = {-0.5, 0.0, 3.0, 256, 256};
   r.max_iter = 256;
   r.isa = isa;
-  for (auto _ : state) benchmark::DoNotOptimize(render_image(r).rgb.data());
+  for (auto _ : state)
+    benchmark::DoNotOptimize(render_image(r).rgb.data());
 }
 void BM_RenderAndEncodeTile(benchmark::State &state) {
   RenderRequest r;
   r.view = {-0.5, 0.0, 3.0, 256, 256};
   r.max_iter = 256;
-  for (auto _ : state) benchmark::DoNotOptimize(encode_png(render_image(r)).data());
+  for (auto _ : state)
+    benchmark::DoNotOptimize(encode_png(render_image(r)).data());
 }
 
 void register_all() {
   for (const Scene &s : scenes) {
     const std::string sc = s.name;
-    benchmark::RegisterBenchmark(("Kernel/" + sc + "/reference").c_str(),
-                                 [&s](benchmark::State &st) { bench_scene(st, s, kernel_reference); })
+    benchmark::RegisterBenchmark(
+        ("Kernel/" + sc + "/reference").c_str(),
+        [&s](benchmark::State &st) { bench_scene(st, s, kernel_reference); })
         ->Unit(benchmark::kMillisecond);
     for (const Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
       if (!isa_supported(isa)) continue;
@@ -145,12 +154,15 @@ void register_all() {
           const std::string name = "Kernel/" + sc + "/" + std::string(to_string(isa)) + "/" +
                                    std::string(to_string(p)) + (skip ? "/skip" : "/noskip");
           benchmark::RegisterBenchmark(name.c_str(), [&s, isa, p, skip](benchmark::State &st) {
-            bench_scene(st, s, [=](const RowJob &j) { run_kernel(j, p, isa, KernelOptions{skip}); });
+            bench_scene(st, s,
+                        [=](const RowJob &j) { run_kernel(j, p, isa, KernelOptions{skip}); });
           })->Unit(benchmark::kMillisecond);
           // Batches of rows per call (render_rows' path); scalar is the same loop per row.
           if (isa == Isa::Scalar) continue;
-          benchmark::RegisterBenchmark((name + "/rows").c_str(), [&s, isa, p, skip](benchmark::State &st) {
-            bench_scene(st, s, [](const RowJob &) {}, true, p, isa, KernelOptions{skip});
+          benchmark::RegisterBenchmark((name + "/rows").c_str(), [&s, isa, p,
+                                                                  skip](benchmark::State &st) {
+            bench_scene(
+                st, s, [](const RowJob &) {}, true, p, isa, KernelOptions{skip});
           })->Unit(benchmark::kMillisecond);
         }
     }

@@ -55,18 +55,21 @@ bool writable_target(const std::string &path, std::string &why) {
 int run_bench_cmd(BenchArgs &a) {
   using namespace overdrive::loadgen;
   std::size_t given = 0;
-  for (const CLI::Option *opt : a.cmd->get_options()) given += opt->count();
+  for (const CLI::Option *opt : a.cmd->get_options())
+    given += opt->count();
   const bool no_arguments = given == 0;
 
   BenchOptions o;
   const auto scenario = parse_scenario(a.scenario);
-  if (!scenario) return fail("unknown --scenario '" + a.scenario + "' (valid: seed, burst, preconnect, browser, open)");
+  if (!scenario)
+    return fail("unknown --scenario '" + a.scenario +
+                "' (valid: seed, burst, preconnect, browser, open)");
   const bool seed = *scenario == Scenario::Seed;
   o.load.scenario = *scenario;
   o.load.requests = a.o_requests->count() ? a.requests : (seed ? 5 : 16);
   // Five runs for seed/burst, as the runs differ; no arguments at all is the one-minute demo.
-  o.load.runs = a.o_runs->count() ? a.runs
-                : no_arguments   ? 3
+  o.load.runs = a.o_runs->count()                        ? a.runs
+                : no_arguments                           ? 3
                 : (seed || *scenario == Scenario::Burst) ? 5
                                                          : 1;
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -75,13 +78,15 @@ int run_bench_cmd(BenchArgs &a) {
   o.server.queue_limit = a.queue_limit;
   o.server.work = a.o_work->count() ? a.work : (seed ? "sleep:2000" : "none");
   if (!parse_work_spec(o.server.work))
-    return fail("--work '" + o.server.work + "' is malformed (expected none, sleep:MS or spin:MS, MS <= 60000)");
+    return fail("--work '" + o.server.work +
+                "' is malformed (expected none, sleep:MS or spin:MS, MS <= 60000)");
   o.server.split = a.split;
   o.server.keep_alive_timeout_s = a.keep_alive_timeout;
   o.server.iter = a.iter;
   o.server.size = a.size;
   if (static_cast<std::uint64_t>(a.iter) * static_cast<std::uint64_t>(a.size) *
-          static_cast<std::uint64_t>(a.size) > TileLimits::max_work)
+          static_cast<std::uint64_t>(a.size) >
+      TileLimits::max_work)
     return fail("--iter x --size^2 exceeds the server's work budget (" +
                 std::to_string(TileLimits::max_work) + ")");
   o.load.zoom = a.zoom;
@@ -101,7 +106,8 @@ int run_bench_cmd(BenchArgs &a) {
     double r = 0;
     const auto [p, ec] = std::from_chars(a.rate.data(), a.rate.data() + a.rate.size(), r);
     if (ec != std::errc{} || p != a.rate.data() + a.rate.size() || !(r > 0) || r > 10000)
-      return fail("--rate '" + a.rate + "' must be requests per second in (0, 10000] or a percentage like 90%");
+      return fail("--rate '" + a.rate +
+                  "' must be requests per second in (0, 10000] or a percentage like 90%");
     o.load.rate = r;
   }
   if (*scenario != Scenario::Open)
@@ -120,7 +126,8 @@ int run_bench_cmd(BenchArgs &a) {
     o.url = *ep;
     for (CLI::Option *opt : a.server_only)
       if (opt->count())
-        return fail(opt->get_name() + " configures the in-process servers; with --url the server is already running");
+        return fail(opt->get_name() +
+                    " configures the in-process servers; with --url the server is already running");
     if (a.path_template.empty())
       return fail("--url needs --path-template, e.g. '/tile/2/{x}/{y}.png' or '/anything/{i}.png'");
   } else {
@@ -128,9 +135,11 @@ int run_bench_cmd(BenchArgs &a) {
     std::string list = a.executors;
     for (std::size_t start = 0; start <= list.size();) {
       const auto comma = list.find(',', start);
-      const std::string name = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      const std::string name =
+          list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
       if (!parse_executor_kind(name))
-        return fail("--executors: unknown executor '" + name + "' (valid: " + executor_kind_names() + ")");
+        return fail("--executors: unknown executor '" + name +
+                    "' (valid: " + executor_kind_names() + ")");
       if (std::find(o.executors.begin(), o.executors.end(), name) != o.executors.end())
         return fail("--executors: '" + name + "' given twice");
       o.executors.push_back(name);
@@ -194,8 +203,9 @@ void add_bench_command(CLI::App &app) {
                   "seed (warm keep-alive + K-1 new connections), burst, preconnect, browser (6 "
                   "keep-alive connections), open (Poisson arrivals); default seed")
       ->check(CLI::IsMember({"seed", "burst", "preconnect", "browser", "open"}));
-  a->o_executors = cmd->add_option("--executors", a->executors,
-                                   "Comma-separated in-process executors (default inline,tbb,pool)");
+  a->o_executors =
+      cmd->add_option("--executors", a->executors,
+                      "Comma-separated in-process executors (default inline,tbb,pool)");
   a->o_url = cmd->add_option("--url", a->url,
                              "Drive a running loopback server instead, e.g. http://127.0.0.1:8080");
   a->o_template = cmd->add_option("--path-template", a->path_template,
@@ -218,7 +228,8 @@ void add_bench_command(CLI::App &app) {
   a->o_work = cmd->add_option("--work", a->work,
                               "Synthetic cost per tile: none, sleep:MS, spin:MS (default "
                               "sleep:2000 for seed, else none)");
-  auto *split = cmd->add_flag("--split", a->split, "tbb splits each tile over all workers (model: i*T/N)");
+  auto *split =
+      cmd->add_flag("--split", a->split, "tbb splits each tile over all workers (model: i*T/N)");
   auto *ka = cmd->add_option("--keep-alive-timeout", a->keep_alive_timeout,
                              "Server keep-alive timeout in s (default 5)")
                  ->check(CLI::Range(0, 300));
@@ -233,7 +244,8 @@ void add_bench_command(CLI::App &app) {
                               "(default 90%)");
   a->o_duration = cmd->add_option("--duration", a->duration, "Open loop: seconds (default 10)")
                       ->check(CLI::Range(0.1, 600.0));
-  a->o_seed = cmd->add_option("--seed", a->seed, "Open loop: seed of the arrival times (default 1)");
+  a->o_seed =
+      cmd->add_option("--seed", a->seed, "Open loop: seed of the arrival times (default 1)");
   cmd->add_option("--timeout", a->timeout, "Bound on each request in s (default 30)")
       ->check(CLI::Range(0.1, 600.0));
   cmd->add_option("--connection", a->connection,

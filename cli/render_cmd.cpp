@@ -7,8 +7,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <future>
 #include <iostream>
@@ -153,7 +153,7 @@ int run_render(const RenderArgs &a) {
           return s;
         },
         "rows " + std::to_string(row));
-    if (!f) fail("the executor refused work");  // unlimited queue: cannot happen
+    if (!f) fail("the executor refused work"); // unlimited queue: cannot happen
     bands.push_back(std::move(*f));
   }
   RenderStats stats;
@@ -174,16 +174,15 @@ int run_render(const RenderArgs &a) {
             << " KiB; render " << ms(t1 - t0) << " ms, encode " << ms(t2 - t1) << " ms)\n";
   if (a.stats) {
     char line[512];
-    std::snprintf(line, sizeof line,
-                  "{\"executor\":\"%s\",\"workers\":%d,\"split\":%s,\"width\":%d,\"height\":%d,"
-                  "\"max_iter\":%d,\"precision\":\"%s\",\"isa\":\"%s\",\"iterations\":%llu,"
-                  "\"render_ms\":%.3f,\"encode_ms\":%.3f,\"png_bytes\":%zu}",
-                  std::string(executor->name()).c_str(), executor->workers(),
-                  a.split ? "true" : "false", w, h, req.max_iter,
-                  std::string(to_string(req.precision)).c_str(),
-                  std::string(to_string(req.isa == Isa::Auto ? best_isa() : req.isa)).c_str(),
-                  static_cast<unsigned long long>(stats.iterations), ms(t1 - t0), ms(t2 - t1),
-                  png.size());
+    std::snprintf(
+        line, sizeof line,
+        "{\"executor\":\"%s\",\"workers\":%d,\"split\":%s,\"width\":%d,\"height\":%d,"
+        "\"max_iter\":%d,\"precision\":\"%s\",\"isa\":\"%s\",\"iterations\":%llu,"
+        "\"render_ms\":%.3f,\"encode_ms\":%.3f,\"png_bytes\":%zu}",
+        std::string(executor->name()).c_str(), executor->workers(), a.split ? "true" : "false", w,
+        h, req.max_iter, std::string(to_string(req.precision)).c_str(),
+        std::string(to_string(req.isa == Isa::Auto ? best_isa() : req.isa)).c_str(),
+        static_cast<unsigned long long>(stats.iterations), ms(t1 - t0), ms(t2 - t1), png.size());
     std::cerr << line << std::endl;
   }
   return 0;
@@ -196,16 +195,16 @@ void add_render_command(CLI::App &app) {
   auto *cmd = app.add_subcommand("render", "Render a view or a tile of the Mandelbrot set to PNG");
   auto *center =
       cmd->add_option("--center", args->center, "Centre of the view as RE,IM (default -0.5,0)");
-  auto *width = cmd->add_option("--width", args->width,
-                                "Width of the view in the complex plane (default 3)")
-                    ->check(CLI::Validator(
-                        [](std::string &v) {
-                          double d = 0;
-                          return CLI::detail::lexical_cast(v, d) && std::isfinite(d) && d > 0
-                                     ? std::string{}
-                                     : "must be a positive number, got " + v;
-                        },
-                        "POSITIVE"));
+  auto *width =
+      cmd->add_option("--width", args->width, "Width of the view in the complex plane (default 3)")
+          ->check(CLI::Validator(
+              [](std::string &v) {
+                double d = 0;
+                return CLI::detail::lexical_cast(v, d) && std::isfinite(d) && d > 0
+                           ? std::string{}
+                           : "must be a positive number, got " + v;
+              },
+              "POSITIVE"));
   cmd->add_option("--tile", args->tile,
                   "Render slippy-map tile Z/X/Y instead (zoom 0 = re [-2.5,1.5] x im [-2,2], "
                   "zoom up to " +

@@ -67,7 +67,8 @@ int run_serve(ServeArgs &a) {
 void add_serve_command(CLI::App &app) {
   auto args = std::make_shared<ServeArgs>();
   ServerOptions &o = args->opt;
-  auto *cmd = app.add_subcommand("serve", "Serve the Mandelbrot set as tiles, with the timing page");
+  auto *cmd =
+      app.add_subcommand("serve", "Serve the Mandelbrot set as tiles, with the timing page");
   cmd->add_option("--host", o.host, "Address to listen on (default 127.0.0.1)");
   cmd->add_option("--port", o.port, "Port (default 8080; 0 = any free port)")
       ->check(CLI::Range(0, 65535));

@@ -21,13 +21,27 @@ void append_json_string(std::string &out, std::string_view s) {
   out += '"';
   for (const char c : s) {
     switch (c) {
-    case '"': out += "\\\""; break;
-    case '\\': out += "\\\\"; break;
-    case '\n': out += "\\n"; break;
-    case '\r': out += "\\r"; break;
-    case '\t': out += "\\t"; break;
-    case '\b': out += "\\b"; break;
-    case '\f': out += "\\f"; break;
+    case '"':
+      out += "\\\"";
+      break;
+    case '\\':
+      out += "\\\\";
+      break;
+    case '\n':
+      out += "\\n";
+      break;
+    case '\r':
+      out += "\\r";
+      break;
+    case '\t':
+      out += "\\t";
+      break;
+    case '\b':
+      out += "\\b";
+      break;
+    case '\f':
+      out += "\\f";
+      break;
     default:
       if (static_cast<unsigned char>(c) < 0x20) {
         const auto u = static_cast<unsigned char>(c);
@@ -35,7 +49,7 @@ void append_json_string(std::string &out, std::string_view s) {
         out += hex[u >> 4];
         out += hex[u & 0xf];
       } else {
-        out += c;  // UTF-8 bytes pass through unchanged
+        out += c; // UTF-8 bytes pass through unchanged
       }
     }
   }
@@ -49,7 +63,7 @@ template <typename T> void append_number(std::string &out, T value) {
 }
 
 void append_double(std::string &out, double value) {
-  append_number(out, std::isfinite(value) ? value : 0.0);  // JSON has no inf/nan
+  append_number(out, std::isfinite(value) ? value : 0.0); // JSON has no inf/nan
 }
 
 template <typename T> void append_field(std::string &out, std::string_view key, T value) {
@@ -64,9 +78,12 @@ template <typename T> void append_field(std::string &out, std::string_view key, 
 
 std::string_view to_string(ExecutorKind kind) noexcept {
   switch (kind) {
-  case ExecutorKind::Inline: return "inline";
-  case ExecutorKind::Tbb: return "tbb";
-  case ExecutorKind::Pool: return "pool";
+  case ExecutorKind::Inline:
+    return "inline";
+  case ExecutorKind::Tbb:
+    return "tbb";
+  case ExecutorKind::Pool:
+    return "pool";
   }
   return "unknown";
 }
@@ -86,14 +103,20 @@ std::string executor_kind_names() {
   return names;
 }
 
-std::vector<ExecutorKind> all_executor_kinds() { return {kKinds.begin(), kKinds.end()}; }
+std::vector<ExecutorKind> all_executor_kinds() {
+  return {kKinds.begin(), kKinds.end()};
+}
 
 std::string_view to_string(JobOutcome outcome) noexcept {
   switch (outcome) {
-  case JobOutcome::Done: return "done";
-  case JobOutcome::Refused: return "refused";
-  case JobOutcome::Failed: return "failed";
-  case JobOutcome::Cancelled: return "cancelled";
+  case JobOutcome::Done:
+    return "done";
+  case JobOutcome::Refused:
+    return "refused";
+  case JobOutcome::Failed:
+    return "failed";
+  case JobOutcome::Cancelled:
+    return "cancelled";
   }
   return "unknown";
 }
@@ -106,9 +129,12 @@ std::unique_ptr<Executor> make_executor(ExecutorKind kind, const ExecutorOptions
   if (resolved.workers == 0)
     resolved.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   switch (kind) {
-  case ExecutorKind::Inline: return detail::make_inline_executor(resolved);
-  case ExecutorKind::Tbb: return detail::make_tbb_arena_executor(resolved);
-  case ExecutorKind::Pool: return detail::make_thread_pool_executor(resolved);
+  case ExecutorKind::Inline:
+    return detail::make_inline_executor(resolved);
+  case ExecutorKind::Tbb:
+    return detail::make_tbb_arena_executor(resolved);
+  case ExecutorKind::Pool:
+    return detail::make_thread_pool_executor(resolved);
   }
   throw ExecutorError("invalid ExecutorKind value");
 }

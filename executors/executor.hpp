@@ -40,10 +40,10 @@ std::string executor_kind_names();
 std::vector<ExecutorKind> all_executor_kinds();
 
 struct ExecutorOptions {
-  int workers = 0;              ///< Concurrent jobs; 0 = number of cores.
-  std::size_t queue_limit = 0;  ///< Jobs that may wait for a worker; 0 = unlimited.
-  bool split = false;           ///< tbb: JobContext::for_rows spreads a job over all workers.
-  std::size_t trace_capacity = 4096;  ///< Job events kept in the ring buffer.
+  int workers = 0;                   ///< Concurrent jobs; 0 = number of cores.
+  std::size_t queue_limit = 0;       ///< Jobs that may wait for a worker; 0 = unlimited.
+  bool split = false;                ///< tbb: JobContext::for_rows spreads a job over all workers.
+  std::size_t trace_capacity = 4096; ///< Job events kept in the ring buffer.
 };
 
 /// Thrown by make_executor for an invalid option (e.g. negative workers).
@@ -98,7 +98,7 @@ std::string_view to_string(JobOutcome outcome) noexcept;
 /// One finished (or refused) job in the trace. Times are to_ns() of Clock; start and end are 0
 /// for a refused job. worker is -1 for a refused job.
 struct JobEvent {
-  std::uint64_t seq = 0;  ///< Increases by one per event, from 1.
+  std::uint64_t seq = 0; ///< Increases by one per event, from 1.
   std::string label;
   int worker = -1;
   std::int64_t submit_ns = 0, start_ns = 0, end_ns = 0;
@@ -110,15 +110,15 @@ struct ExecutorStats {
   std::string name;
   int workers = 0;
   std::size_t queue_limit = 0;
-  std::size_t queued = 0;  ///< Waiting for a worker now.
-  int busy = 0;            ///< Running a job now.
+  std::size_t queued = 0; ///< Waiting for a worker now.
+  int busy = 0;           ///< Running a job now.
   std::uint64_t submitted = 0, refused = 0, completed = 0, failed = 0, cancelled = 0;
-  std::vector<double> busy_seconds;  ///< Per worker, since start.
+  std::vector<double> busy_seconds; ///< Per worker, since start.
   /// Core-seconds during which a job was queued while a worker was idle: the integral over time
   /// of min(queued, idle workers). ~0 means the "every worker busy or nobody waiting" invariant
   /// held.
   double idle_while_waiting_seconds = 0.0;
-  std::uint64_t last_seq = 0;  ///< Sequence number of the newest trace event.
+  std::uint64_t last_seq = 0; ///< Sequence number of the newest trace event.
 };
 
 /// The executor interface. All member functions are thread-safe.

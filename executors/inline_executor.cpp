@@ -12,11 +12,11 @@ namespace {
 
 class InlineExecutor final : public RecordedExecutor {
 public:
-  explicit InlineExecutor(const ExecutorOptions &options)
-      : RecordedExecutor("inline", options) {
+  explicit InlineExecutor(const ExecutorOptions &options) : RecordedExecutor("inline", options) {
     free_slots_.reserve(static_cast<std::size_t>(options.workers));
     // Highest first so that pop_back hands out slot 0 first.
-    for (int w = options.workers - 1; w >= 0; --w) free_slots_.push_back(w);
+    for (int w = options.workers - 1; w >= 0; --w)
+      free_slots_.push_back(w);
   }
   ~InlineExecutor() override { shutdown(); }
 
@@ -69,7 +69,7 @@ public:
 private:
   std::size_t slots() const noexcept { return static_cast<std::size_t>(recorder_.workers()); }
 
-  std::mutex mutex_;  // guards free_slots_, waiting_, stopping_
+  std::mutex mutex_; // guards free_slots_, waiting_, stopping_
   std::condition_variable slot_freed_, idle_;
   std::vector<int> free_slots_;
   std::size_t waiting_ = 0;

@@ -7,7 +7,9 @@
 namespace overdrive::detail {
 
 namespace {
-double seconds(Clock::duration d) noexcept { return std::chrono::duration<double>(d).count(); }
+double seconds(Clock::duration d) noexcept {
+  return std::chrono::duration<double>(d).count();
+}
 } // namespace
 
 JobOutcome run_job(const Job &job, const JobContext &ctx) noexcept {
@@ -72,10 +74,17 @@ void Recorder::on_finish(int worker, std::string label, Clock::time_point submit
   busy_ns_[w] += to_ns(now) - to_ns(started);
   open_since_ns_[w] = 0;
   switch (outcome) {
-  case JobOutcome::Done: ++completed_; break;
-  case JobOutcome::Failed: ++failed_; break;
-  case JobOutcome::Cancelled: ++cancelled_; break;
-  case JobOutcome::Refused: break;  // not an outcome of a job that ran
+  case JobOutcome::Done:
+    ++completed_;
+    break;
+  case JobOutcome::Failed:
+    ++failed_;
+    break;
+  case JobOutcome::Cancelled:
+    ++cancelled_;
+    break;
+  case JobOutcome::Refused:
+    break; // not an outcome of a job that ran
   }
   push_locked(label, worker, to_ns(submitted), to_ns(started), to_ns(now), outcome);
 }

@@ -68,12 +68,12 @@ private:
   std::size_t queued_ = 0;
   int busy_ = 0;
   std::uint64_t submitted_ = 0, refused_ = 0, completed_ = 0, failed_ = 0, cancelled_ = 0;
-  std::vector<std::int64_t> busy_ns_;        // finished jobs, per worker
-  std::vector<std::int64_t> open_since_ns_;  // start of the running job per worker, 0 = idle
-  std::vector<JobEvent> ring_;               // event seq s lives at (s - 1) % size
+  std::vector<std::int64_t> busy_ns_;       // finished jobs, per worker
+  std::vector<std::int64_t> open_since_ns_; // start of the running job per worker, 0 = idle
+  std::vector<JobEvent> ring_;              // event seq s lives at (s - 1) % size
   std::uint64_t last_seq_ = 0;
-  double idle_waiting_core_seconds_ = 0.0;   // closed intervals only
-  Clock::time_point last_change_;            // start of the open interval
+  double idle_waiting_core_seconds_ = 0.0; // closed intervals only
+  Clock::time_point last_change_;          // start of the open interval
 };
 
 /// Backend factories; options are already validated and workers resolved (> 0).

@@ -2,15 +2,14 @@
 // never join the arena). With split, JobContext::for_rows runs a parallel_for inside the arena.
 #include "executors/recorder.hpp"
 
-#include <oneapi/tbb/blocked_range.h>
-#include <oneapi/tbb/global_control.h>
-#include <oneapi/tbb/parallel_for.h>
-#include <oneapi/tbb/task_arena.h>
-
 #include <algorithm>
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/global_control.h>
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/task_arena.h>
 #include <thread>
 
 namespace overdrive::detail {
@@ -27,7 +26,7 @@ namespace {
 class ParallelismRegistry {
 public:
   static ParallelismRegistry &instance() {
-    static ParallelismRegistry registry;  // outlives every executor made after first use
+    static ParallelismRegistry registry; // outlives every executor made after first use
     return registry;
   }
   void add(int workers) {
@@ -53,14 +52,14 @@ private:
     if (wanted == value_) return;
     // Make the new control before dropping the old one: while both exist TBB applies the
     // smaller, which is never below the default, so the limit never dips to the default.
-    auto next = std::make_unique<tbb::global_control>(
-        tbb::global_control::max_allowed_parallelism, wanted);
+    auto next =
+        std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism, wanted);
     control_ = std::move(next);
     value_ = wanted;
   }
 
   std::mutex mutex_;
-  std::map<int, int> counts_;  // requested arena size -> live executors with that size
+  std::map<int, int> counts_; // requested arena size -> live executors with that size
   std::unique_ptr<tbb::global_control> control_;
   std::size_t value_ = 0;
 };
@@ -81,8 +80,8 @@ private:
 class TbbArenaExecutor final : public RecordedExecutor {
 public:
   explicit TbbArenaExecutor(const ExecutorOptions &options)
-      : RecordedExecutor("tbb", options),
-        lease_(options.workers), arena_(options.workers, /*reserved_for_masters=*/0) {
+      : RecordedExecutor("tbb", options), lease_(options.workers),
+        arena_(options.workers, /*reserved_for_masters=*/0) {
     if (options.split) {
       splitter_ = [](int begin, int end, const JobContext::RowBody &body) {
         // Isolation keeps a thread waiting in this parallel_for from picking up another of our
@@ -111,8 +110,8 @@ public:
       ++outstanding_;
     }
     try {
-      arena_.enqueue(Runner{this, std::make_unique<Task>(
-                                      Task{std::move(job), std::move(label), submitted})});
+      arena_.enqueue(
+          Runner{this, std::make_unique<Task>(Task{std::move(job), std::move(label), submitted})});
     } catch (...) {
       // Out of memory inside TBB: account the job as started and failed so counts stay whole.
       const auto started = recorder_.on_start(0);
@@ -144,7 +143,7 @@ private:
     void operator()() const {
       auto owned = std::move(task);
       self->run(*owned);
-      owned.reset();  // the job's captures go before the executor may be destroyed
+      owned.reset(); // the job's captures go before the executor may be destroyed
       self->finished();
     }
   };
@@ -167,12 +166,12 @@ private:
     if (--outstanding_ == 0) all_done_.notify_all();
   }
 
-  ParallelismLease lease_;  // before arena_: released after the arena is gone
+  ParallelismLease lease_; // before arena_: released after the arena is gone
   JobContext::Splitter splitter_;
   tbb::task_arena arena_;
-  std::mutex mutex_;  // guards stopping_ and outstanding_
+  std::mutex mutex_; // guards stopping_ and outstanding_
   std::condition_variable all_done_;
-  std::size_t outstanding_ = 0;  // admitted and not yet finished
+  std::size_t outstanding_ = 0; // admitted and not yet finished
   bool stopping_ = false;
 };
 

@@ -13,13 +13,13 @@ namespace {
 
 class ThreadPoolExecutor final : public RecordedExecutor {
 public:
-  explicit ThreadPoolExecutor(const ExecutorOptions &options)
-      : RecordedExecutor("pool", options) {
+  explicit ThreadPoolExecutor(const ExecutorOptions &options) : RecordedExecutor("pool", options) {
     threads_.reserve(static_cast<std::size_t>(options.workers));
     try {
-      for (int w = 0; w < options.workers; ++w) threads_.emplace_back([this, w] { run(w); });
+      for (int w = 0; w < options.workers; ++w)
+        threads_.emplace_back([this, w] { run(w); });
     } catch (...) {
-      shutdown();  // joins the threads already started
+      shutdown(); // joins the threads already started
       throw;
     }
   }
@@ -71,19 +71,19 @@ private:
       {
         std::unique_lock lock(mutex_);
         ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-        if (queue_.empty()) return;  // stopping and drained
+        if (queue_.empty()) return; // stopping and drained
         task = std::move(queue_.front());
         queue_.pop_front();
         started = recorder_.on_start(worker);
       }
       const JobContext ctx(worker, task.submitted, started);
       const auto outcome = run_job(task.job, ctx);
-      task.job = nullptr;  // release the job's captures before it is reported finished
+      task.job = nullptr; // release the job's captures before it is reported finished
       recorder_.on_finish(worker, std::move(task.label), task.submitted, started, outcome);
     }
   }
 
-  std::mutex mutex_;  // guards queue_ and stopping_
+  std::mutex mutex_; // guards queue_ and stopping_
   std::condition_variable ready_;
   std::deque<Task> queue_;
   bool stopping_ = false;

@@ -72,8 +72,7 @@ bool in_cardioid_or_bulb(double x, double y) noexcept {
 
 // Scalar kernels with interior skipping: the reference loop per remaining pixel (a row of one
 // pixel at re0 + k * dre computes exactly the same c as the full row).
-template <class T>
-void scalar_skipping(const RowJob &job, void (*loop)(const RowJob &)) noexcept {
+template <class T> void scalar_skipping(const RowJob &job, void (*loop)(const RowJob &)) noexcept {
   for (int k = 0; k < job.n; ++k) {
     const double cr = job.re0 + k * job.dre;
     if (in_cardioid_or_bulb(static_cast<T>(cr), static_cast<T>(job.im))) {
@@ -100,10 +99,14 @@ Isa cpu_best() noexcept {
 
 int rank(Isa isa) noexcept {
   switch (isa) {
-  case Isa::Scalar: return 0;
-  case Isa::Avx2: return 1;
-  case Isa::Avx512: return 2;
-  case Isa::Auto: break;
+  case Isa::Scalar:
+    return 0;
+  case Isa::Avx2:
+    return 1;
+  case Isa::Avx512:
+    return 2;
+  case Isa::Auto:
+    break;
   }
   return 3;
 }
@@ -125,7 +128,9 @@ void *scratch(int bytes) {
 
 } // namespace
 
-bool isa_supported(Isa isa) noexcept { return rank(isa) <= rank(cpu_best()) || isa == Isa::Auto; }
+bool isa_supported(Isa isa) noexcept {
+  return rank(isa) <= rank(cpu_best()) || isa == Isa::Auto;
+}
 
 Isa best_isa() noexcept {
   // Read once: OVERDRIVE_ISA may lower the choice (for comparisons), never raise it.
@@ -155,7 +160,8 @@ void run_kernel_rows(const RowsJob &job, Precision precision, Isa isa,
     bytes = detail::kernel_scratch_bytes_avx2(job.n);
     break;
   case Isa::Scalar:
-  case Isa::Auto: break;
+  case Isa::Auto:
+    break;
   }
   if (simd) {
     // The SIMD kernels index pixels with int: split jobs of 2^30 pixels or more.
@@ -171,7 +177,8 @@ void run_kernel_rows(const RowsJob &job, Precision precision, Isa isa,
   }
   for (int r = 0; r < job.rows; ++r) {
     const std::size_t off = static_cast<std::size_t>(r) * static_cast<std::size_t>(job.n);
-    const RowJob row{job.re0, job.dre, job.im[r], job.n, job.max_iter, job.iters + off, job.mag2 + off};
+    const RowJob row{job.re0,      job.dre,         job.im[r],     job.n,
+                     job.max_iter, job.iters + off, job.mag2 + off};
     if (!options.skip_interior) {
       (f32 ? kernel_reference_f32 : kernel_reference)(row);
     } else if (f32) {

@@ -14,10 +14,9 @@
 // would give: the counts of a pixel do not depend on the batch or lane it ran in.
 #include "render/render.hpp"
 
-#include <immintrin.h>
-
 #include <cstdint>
 #include <cstring>
+#include <immintrin.h>
 
 // GCC 12's AVX-512 conversion intrinsics start from an uninitialised "undefined" vector and
 // trip -Wmaybe-uninitialized when inlined; the value is fully overwritten.
@@ -37,9 +36,9 @@ long long g_p1_steps = 0, g_p2_steps = 0, g_rerun_steps = 0, g_slow = 0;
 #define OVERDRIVE_KBLOCK 16
 #define OVERDRIVE_KPHASE1 24
 #endif
-constexpr int kBlock = OVERDRIVE_KBLOCK; // iterations between escape tests in phase 2
+constexpr int kBlock = OVERDRIVE_KBLOCK;   // iterations between escape tests in phase 2
 constexpr int kPhase1 = OVERDRIVE_KPHASE1; // iterations with a per-iteration test in phase 1
-constexpr int kRerun = 4; // packed vectors of parked lanes re-run side by side
+constexpr int kRerun = 4;                  // packed vectors of parked lanes re-run side by side
 
 #if defined(OVERDRIVE_KERNEL_AVX512)
 // 32 zmm registers: 8 vectors (zr, zi each; c from memory) in phase 2 hide the 4-cycle FMA
@@ -47,8 +46,8 @@ constexpr int kRerun = 4; // packed vectors of parked lanes re-run side by side
 #ifndef OVERDRIVE_KVEC
 #define OVERDRIVE_KVEC 8
 #endif
-constexpr int kVec = OVERDRIVE_KVEC;  // independent vectors in flight in phase 2
-constexpr int kVec1 = 4; // vectors in phase 1 (5 registers of state per vector there)
+constexpr int kVec = OVERDRIVE_KVEC; // independent vectors in flight in phase 2
+constexpr int kVec1 = 4;             // vectors in phase 1 (5 registers of state per vector there)
 
 struct F64 {
   using T = double;
@@ -75,13 +74,15 @@ struct F64 {
   static V expand(V a, M m, const T *p) { return _mm512_mask_expandloadu_pd(a, m, p); }
   static void compress(T *p, M m, V a) { _mm512_mask_compressstoreu_pd(p, m, a); }
   static void compress_idx(int *p, M m, const int *idx) {
-    _mm256_mask_compressstoreu_epi32(p, m, _mm256_loadu_si256(reinterpret_cast<const __m256i *>(idx)));
+    _mm256_mask_compressstoreu_epi32(p, m,
+                                     _mm256_loadu_si256(reinterpret_cast<const __m256i *>(idx)));
   }
   static M first_lanes(int n) { return static_cast<M>(n >= L ? 0xff : (1u << n) - 1u); }
   // c = re0 + k * dre exactly as the reference computes it (no FMA).
   static V cre(const int *idx, M valid, double re0, double dre) {
     const __m256i k = _mm256_maskz_loadu_epi32(valid, idx);
-    return _mm512_add_pd(_mm512_set1_pd(re0), _mm512_mul_pd(_mm512_cvtepi32_pd(k), _mm512_set1_pd(dre)));
+    return _mm512_add_pd(_mm512_set1_pd(re0),
+                         _mm512_mul_pd(_mm512_cvtepi32_pd(k), _mm512_set1_pd(dre)));
   }
   static T im(double ci) { return ci; }
   // iters[idx[l]] = count[l], mag2[idx[l]] = mag[l] for lanes in m.
@@ -125,7 +126,8 @@ struct F32 {
   static V cre(const int *idx, M valid, double re0, double dre) {
     const __m512i k = _mm512_maskz_loadu_epi32(valid, idx);
     const __m512d r0 = _mm512_set1_pd(re0), d = _mm512_set1_pd(dre);
-    const __m512d lo = _mm512_add_pd(r0, _mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(k)), d));
+    const __m512d lo =
+        _mm512_add_pd(r0, _mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(k)), d));
     const __m512d hi =
         _mm512_add_pd(r0, _mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(k, 1)), d));
     return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1);
@@ -152,7 +154,8 @@ template <class S> int prepass(const RowJob &job, bool skip, int *work) {
   int nwork = 0;
   __m256i k = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (int base = 0; base < job.n; base += 8, k = _mm256_add_epi32(k, _mm256_set1_epi32(8))) {
-    const __mmask8 valid = static_cast<__mmask8>(job.n - base >= 8 ? 0xff : (1u << (job.n - base)) - 1u);
+    const __mmask8 valid =
+        static_cast<__mmask8>(job.n - base >= 8 ? 0xff : (1u << (job.n - base)) - 1u);
     __mmask8 inside = 0;
     if (skip) {
       __m512d x = _mm512_add_pd(r0, _mm512_mul_pd(_mm512_cvtepi32_pd(k), d));
@@ -205,29 +208,35 @@ struct F64 {
   }
   static void mask_store(T *p, M m, V a) {
     const __m256i sel = _mm256_set_epi64x(8, 4, 2, 1);
-    _mm256_maskstore_pd(p, _mm256_cmpeq_epi64(_mm256_and_si256(_mm256_set1_epi64x(m), sel), sel), a);
+    _mm256_maskstore_pd(p, _mm256_cmpeq_epi64(_mm256_and_si256(_mm256_set1_epi64x(m), sel), sel),
+                        a);
   }
   static void mask_store_i64(std::int64_t *p, M m, std::int64_t x) {
-    for (; m; m &= m - 1) p[__builtin_ctz(m)] = x;
+    for (; m; m &= m - 1)
+      p[__builtin_ctz(m)] = x;
   }
   static V expand(V a, M m, const T *p) {
     alignas(32) T t[L];
     store(t, a);
-    for (; m; m &= m - 1) t[__builtin_ctz(m)] = *p++;
+    for (; m; m &= m - 1)
+      t[__builtin_ctz(m)] = *p++;
     return load(t);
   }
   static void compress(T *p, M m, V a) {
     alignas(32) T t[L];
     store(t, a);
-    for (; m; m &= m - 1) *p++ = t[__builtin_ctz(m)];
+    for (; m; m &= m - 1)
+      *p++ = t[__builtin_ctz(m)];
   }
   static void compress_idx(int *p, M m, const int *idx) {
-    for (; m; m &= m - 1) *p++ = idx[__builtin_ctz(m)];
+    for (; m; m &= m - 1)
+      *p++ = idx[__builtin_ctz(m)];
   }
   static M first_lanes(int n) { return n >= L ? 0xfu : (1u << n) - 1u; }
   static V cre(const int *idx, M valid, double re0, double dre) {
     alignas(16) int t[L] = {};
-    for (M m = valid; m; m &= m - 1) t[__builtin_ctz(m)] = idx[__builtin_ctz(m)];
+    for (M m = valid; m; m &= m - 1)
+      t[__builtin_ctz(m)] = idx[__builtin_ctz(m)];
     const __m256d k = _mm256_cvtepi32_pd(_mm_load_si128(reinterpret_cast<const __m128i *>(t)));
     return _mm256_add_pd(_mm256_set1_pd(re0), _mm256_mul_pd(k, _mm256_set1_pd(dre)));
   }
@@ -269,34 +278,42 @@ struct F32 {
   static void mask_store(T *p, M m, V a) {
     const __m256i sel = _mm256_set_epi32(128, 64, 32, 16, 8, 4, 2, 1);
     _mm256_maskstore_ps(
-        p, _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(m)), sel), sel), a);
+        p, _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(m)), sel), sel),
+        a);
   }
   static void mask_store_i64(std::int64_t *p, M m, std::int64_t x) {
-    for (; m; m &= m - 1) p[__builtin_ctz(m)] = x;
+    for (; m; m &= m - 1)
+      p[__builtin_ctz(m)] = x;
   }
   static V expand(V a, M m, const T *p) {
     alignas(32) T t[L];
     store(t, a);
-    for (; m; m &= m - 1) t[__builtin_ctz(m)] = *p++;
+    for (; m; m &= m - 1)
+      t[__builtin_ctz(m)] = *p++;
     return load(t);
   }
   static void compress(T *p, M m, V a) {
     alignas(32) T t[L];
     store(t, a);
-    for (; m; m &= m - 1) *p++ = t[__builtin_ctz(m)];
+    for (; m; m &= m - 1)
+      *p++ = t[__builtin_ctz(m)];
   }
   static void compress_idx(int *p, M m, const int *idx) {
-    for (; m; m &= m - 1) *p++ = idx[__builtin_ctz(m)];
+    for (; m; m &= m - 1)
+      *p++ = idx[__builtin_ctz(m)];
   }
   static M first_lanes(int n) { return n >= L ? 0xffu : (1u << n) - 1u; }
   static V cre(const int *idx, M valid, double re0, double dre) {
     alignas(32) int t[L] = {};
-    for (M m = valid; m; m &= m - 1) t[__builtin_ctz(m)] = idx[__builtin_ctz(m)];
+    for (M m = valid; m; m &= m - 1)
+      t[__builtin_ctz(m)] = idx[__builtin_ctz(m)];
     const __m256d r0 = _mm256_set1_pd(re0), d = _mm256_set1_pd(dre);
     const __m256d lo = _mm256_add_pd(
-        r0, _mm256_mul_pd(_mm256_cvtepi32_pd(_mm_load_si128(reinterpret_cast<const __m128i *>(t))), d));
+        r0,
+        _mm256_mul_pd(_mm256_cvtepi32_pd(_mm_load_si128(reinterpret_cast<const __m128i *>(t))), d));
     const __m256d hi = _mm256_add_pd(
-        r0, _mm256_mul_pd(_mm256_cvtepi32_pd(_mm_load_si128(reinterpret_cast<const __m128i *>(t + 4))), d));
+        r0, _mm256_mul_pd(
+                _mm256_cvtepi32_pd(_mm_load_si128(reinterpret_cast<const __m128i *>(t + 4))), d));
     return _mm256_set_m128(_mm256_cvtpd_ps(hi), _mm256_cvtpd_ps(lo));
   }
   static T im(double ci) { return static_cast<float>(ci); }
@@ -358,8 +375,8 @@ inline __attribute__((always_inline)) void step(typename S::V &zr, typename S::V
 // 8 vectors of zr, zi, cr, ci would not fit the register file; the loads micro-fuse with the
 // FMAs and the load ports are otherwise idle).
 template <class S>
-inline __attribute__((always_inline)) void step_mm(typename S::V &zr, typename S::V &zi,
-                                                   const typename S::T *cr, const typename S::T *ci) {
+inline __attribute__((always_inline)) void
+step_mm(typename S::V &zr, typename S::V &zi, const typename S::T *cr, const typename S::T *ci) {
   typename S::V two_zr;
   if constexpr (sizeof(typename S::T) == 8)
     asm("vaddpd %[zr], %[zr], %[t]\n\t"
@@ -367,18 +384,21 @@ inline __attribute__((always_inline)) void step_mm(typename S::V &zr, typename S
         "vfnmadd231pd %[zi], %[zi], %[zr]\n\t"
         "vfmadd213pd %[ci], %[t], %[zi]"
         : [zr] "+v"(zr), [zi] "+v"(zi), [t] "=&v"(two_zr)
-        : [cr] "m"(*reinterpret_cast<const typename S::V *>(cr)),
-          [ci] "m"(*reinterpret_cast<const typename S::V *>(ci)));
+        : [cr] "m"(*reinterpret_cast<const typename S::V *>(cr)), [ci] "m"(*reinterpret_cast<
+                                                                           const typename S::V *>(
+                                                                      ci)));
   else
     asm("vaddps %[zr], %[zr], %[t]\n\t"
         "vfmadd213ps %[cr], %[zr], %[zr]\n\t"
         "vfnmadd231ps %[zi], %[zi], %[zr]\n\t"
         "vfmadd213ps %[ci], %[t], %[zi]"
         : [zr] "+v"(zr), [zi] "+v"(zi), [t] "=&v"(two_zr)
-        : [cr] "m"(*reinterpret_cast<const typename S::V *>(cr)),
-          [ci] "m"(*reinterpret_cast<const typename S::V *>(ci)));
+        : [cr] "m"(*reinterpret_cast<const typename S::V *>(cr)), [ci] "m"(*reinterpret_cast<
+                                                                           const typename S::V *>(
+                                                                      ci)));
 }
-template <class S> inline __attribute__((always_inline)) typename S::V mag(typename S::V zr, typename S::V zi) {
+template <class S>
+inline __attribute__((always_inline)) typename S::V mag(typename S::V zr, typename S::V zi) {
   return S::fma(zr, zr, S::mul(zi, zi));
 }
 
@@ -415,8 +435,9 @@ template <class S> int scratch_layout(void *base, int n, Scratch<S> *s) {
   auto *b = take(cap * sizeof(T));
   auto *c = take(cap * sizeof(T));
   auto *d = take(cap * sizeof(T));
-  if (s) *s = {reinterpret_cast<int *>(w), reinterpret_cast<int *>(qi), reinterpret_cast<T *>(a),
-               reinterpret_cast<T *>(b), reinterpret_cast<T *>(c), reinterpret_cast<T *>(d)};
+  if (s)
+    *s = {reinterpret_cast<int *>(w), reinterpret_cast<int *>(qi), reinterpret_cast<T *>(a),
+          reinterpret_cast<T *>(b),   reinterpret_cast<T *>(c),    reinterpret_cast<T *>(d)};
   return static_cast<int>(off);
 }
 
@@ -443,7 +464,7 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
   int row = 0;       // next row for phase 1
 
   // ---- phase 1, one row: per-iteration test, kVec1 vectors, survivors appended to the queue --
-    auto phase1 = [&](int r) {
+  auto phase1 = [&](int r) {
     const std::size_t roff = static_cast<std::size_t>(r) * static_cast<std::size_t>(rj.n);
     const RowJob job{rj.re0, rj.dre, rj.im[r], rj.n, max_iter, rj.iters + roff, rj.mag2 + roff};
     const int nwork = prepass<S>(job, skip, sc.work);
@@ -479,7 +500,8 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
         const int base = g + v * L;
         if (base >= nwork) break;
         const M valid = S::first_lanes(nwork - base);
-        S::scatter(job.iters, job.mag2, sc.work + base, static_cast<M>(valid & ~act[v]), jv[v], mg[v]);
+        S::scatter(job.iters, job.mag2, sc.work + base, static_cast<M>(valid & ~act[v]), jv[v],
+                   mg[v]);
         if (p1 == max_iter) {
           S::scatter(job.iters, job.mag2, sc.work + base, act[v], S::set1(static_cast<T>(max_iter)),
                      S::zero());
@@ -511,7 +533,8 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
     }
     q = 0;
     nq = keep;
-    while (nq < want && row < rj.rows) phase1(row++);
+    while (nq < want && row < rj.rows)
+      phase1(row++);
   };
 
   produce(1);
@@ -524,8 +547,8 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
   // cost and branch miss are shared by many pixels.
   struct alignas(64) State {
     T zr[kVec * L], zi[kVec * L], cr[kVec * L], ci[kVec * L], s0r[kVec * L], s0i[kVec * L];
-    T pr[kVec * L], pi[kVec * L]; // parked lanes: z at the start of the block they escaped in
-    std::int64_t start[kVec * L]; // phase-2 iteration at which the lane's pixel had done 0
+    T pr[kVec * L], pi[kVec * L];  // parked lanes: z at the start of the block they escaped in
+    std::int64_t start[kVec * L];  // phase-2 iteration at which the lane's pixel had done 0
     std::int64_t pblock[kVec * L]; // parked lanes: phase-2 iteration at that block's start
     int idx[kVec * L];
     M active[kVec], parked[kVec];
@@ -542,7 +565,7 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
   Rerun rr;
   std::memset(&rr, 0, sizeof rr);
   std::int64_t it = 0; // iterations run by phase 2 so far (all lanes step together)
-  int live = 0; // active lanes
+  int live = 0;        // active lanes
   // Puts queued pixels into the lanes of vector v in mask free (all inactive after this).
   auto refill = [&](int v, M free) {
     const int o = v * L;
@@ -551,12 +574,17 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
     const int got = want < nq - q ? want : nq - q;
     M fill = 0;
     unsigned bits = free;
-    for (int i = 0; i < got; ++i, bits &= bits - 1) fill = static_cast<M>(fill | (1u << __builtin_ctz(bits)));
+    for (int i = 0; i < got; ++i, bits &= bits - 1)
+      fill = static_cast<M>(fill | (1u << __builtin_ctz(bits)));
     const M empty = static_cast<M>(free & ~fill);
-    S::store(st.zr + o, S::blend(S::expand(S::load(st.zr + o), fill, sc.qzr + q), empty, S::zero()));
-    S::store(st.zi + o, S::blend(S::expand(S::load(st.zi + o), fill, sc.qzi + q), empty, S::zero()));
-    S::store(st.cr + o, S::blend(S::expand(S::load(st.cr + o), fill, sc.qcr + q), empty, S::zero()));
-    S::store(st.ci + o, S::blend(S::expand(S::load(st.ci + o), fill, sc.qci + q), empty, S::zero()));
+    S::store(st.zr + o,
+             S::blend(S::expand(S::load(st.zr + o), fill, sc.qzr + q), empty, S::zero()));
+    S::store(st.zi + o,
+             S::blend(S::expand(S::load(st.zi + o), fill, sc.qzi + q), empty, S::zero()));
+    S::store(st.cr + o,
+             S::blend(S::expand(S::load(st.cr + o), fill, sc.qcr + q), empty, S::zero()));
+    S::store(st.ci + o,
+             S::blend(S::expand(S::load(st.ci + o), fill, sc.qci + q), empty, S::zero()));
     for (unsigned b = fill; b; b &= b - 1) {
       const int l = __builtin_ctz(b);
       st.idx[o + l] = sc.qidx[q++];
@@ -574,7 +602,8 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
       }
     return d;
   };
-  for (int v = 0; v < kVec; ++v) refill(v, S::first_lanes(L));
+  for (int v = 0; v < kVec; ++v)
+    refill(v, S::first_lanes(L));
   std::int64_t due = deadline();
 
   for (;;) {
@@ -600,7 +629,8 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
 #pragma GCC unroll 16
       for (int j = 0; j < kBlock; ++j)
 #pragma GCC unroll 16
-        for (int v = 0; v < kVec; ++v) step_mm<S>(zr[v], zi[v], st.cr + v * L, st.ci + v * L);
+        for (int v = 0; v < kVec; ++v)
+          step_mm<S>(zr[v], zi[v], st.cr + v * L, st.ci + v * L);
 #pragma GCC unroll 16
       for (int v = 0; v < kVec; ++v) {
         const M e = S::escaped(act[v], mag<S>(zr[v], zi[v]), four);
@@ -720,7 +750,9 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
 #endif
 
 // Scratch for rows of n pixels: work list, queue of survivors (double-sized, fits float too).
-int OVERDRIVE_KERNEL_NAME(kernel_scratch_bytes)(int n) { return scratch_layout<F64>(nullptr, n, nullptr); }
+int OVERDRIVE_KERNEL_NAME(kernel_scratch_bytes)(int n) {
+  return scratch_layout<F64>(nullptr, n, nullptr);
+}
 // rows * n must fit an int (the caller splits larger jobs).
 void OVERDRIVE_KERNEL_NAME(kernel_f64)(const RowsJob &job, bool skip_interior, void *scratch) {
   kernel<F64>(job, skip_interior, scratch);

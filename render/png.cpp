@@ -4,10 +4,9 @@
 // (bench/bench_render.cpp, table in bench/README.md).
 #include "render/render.hpp"
 
-#include <libdeflate.h>
-
 #include <array>
 #include <cstdlib>
+#include <libdeflate.h>
 #include <mutex>
 #include <shared_mutex>
 #include <stdexcept>
@@ -42,7 +41,8 @@ unsigned char *deflate_for_stb(unsigned char *data, int len, int *out_len, int /
   const std::size_t bound = libdeflate_zlib_compress_bound(c, static_cast<std::size_t>(len));
   auto *out = static_cast<unsigned char *>(std::malloc(bound));
   if (!out) return nullptr;
-  const std::size_t n = libdeflate_zlib_compress(c, data, static_cast<std::size_t>(len), out, bound);
+  const std::size_t n =
+      libdeflate_zlib_compress(c, data, static_cast<std::size_t>(len), out, bound);
   if (n == 0) {
     std::free(out);
     return nullptr;

@@ -63,7 +63,8 @@ Lut make_lut(std::initializer_list<Stop> stops) {
   for (int i = 0; i < lut_size; ++i) {
     const double t = static_cast<double>(i) / lut_size;
     std::size_t k = 0;
-    while (k + 2 < s.size() && t >= s[k + 1].at) ++k;
+    while (k + 2 < s.size() && t >= s[k + 1].at)
+      ++k;
     const double f = (t - s[k].at) / (s[k + 1].at - s[k].at);
     auto mix = [f](std::uint8_t a, std::uint8_t b) {
       return static_cast<std::uint8_t>(std::lround(a + (b - a) * f));
@@ -86,16 +87,18 @@ const Lut &palette_lut(Palette p) {
                                     {0.5, {255, 140, 0}},
                                     {0.75, {255, 240, 140}},
                                     {0.9, {255, 255, 255}}});
-  static const Lut ocean = make_lut({{0.0, {0, 8, 28}},
-                                     {0.3, {0, 70, 130}},
-                                     {0.6, {30, 170, 210}},
-                                     {0.8, {210, 245, 255}}});
+  static const Lut ocean = make_lut(
+      {{0.0, {0, 8, 28}}, {0.3, {0, 70, 130}}, {0.6, {30, 170, 210}}, {0.8, {210, 245, 255}}});
   static const Lut grey = make_lut({{0.0, {16, 16, 16}}, {0.5, {240, 240, 240}}});
   switch (p) {
-  case Palette::Fire: return fire;
-  case Palette::Ocean: return ocean;
-  case Palette::Grey: return grey;
-  case Palette::Classic: break;
+  case Palette::Fire:
+    return fire;
+  case Palette::Ocean:
+    return ocean;
+  case Palette::Grey:
+    return grey;
+  case Palette::Classic:
+    break;
   }
   return classic;
 }
@@ -109,7 +112,7 @@ constexpr double palette_period = 64.0;
 inline float fast_log2(float x) noexcept {
   const auto bits = std::bit_cast<std::uint32_t>(x);
   const auto e = static_cast<float>(static_cast<int>(bits >> 23) - 127);
-  const float m = std::bit_cast<float>((bits & 0x7fffffu) | 0x3f800000u) - 1.5f;  // [-.5, .5)
+  const float m = std::bit_cast<float>((bits & 0x7fffffu) | 0x3f800000u) - 1.5f; // [-.5, .5)
   // Interpolates log2(1.5 + m) at Chebyshev nodes.
   return e + (0.58495076f +
               m * (0.96180343f +
@@ -147,7 +150,8 @@ RenderStats render_rows(const RenderRequest &req, int row_begin, int row_end,
   RenderStats stats;
   for (int py0 = row_begin; py0 < row_end; py0 += batch) {
     const int rows = std::min(batch, row_end - py0);
-    for (int r = 0; r < rows; ++r) im[static_cast<std::size_t>(r)] = v.im_at(py0 + r);
+    for (int r = 0; r < rows; ++r)
+      im[static_cast<std::size_t>(r)] = v.im_at(py0 + r);
     run_kernel_rows({v.re_at(0), v.pixel_size(), im.data(), rows, v.pixel_width, req.max_iter,
                      iters.data(), mag2.data()},
                     req.precision, req.isa);
@@ -200,14 +204,24 @@ std::string_view find_enum(const std::array<std::pair<std::string_view, E>, N> &
 }
 } // namespace
 
-std::string_view to_string(Palette p) noexcept { return find_enum(palettes, p); }
-std::string_view to_string(Precision p) noexcept { return find_enum(precisions, p); }
-std::string_view to_string(Isa isa) noexcept { return find_enum(isas, isa); }
-std::optional<Palette> parse_palette(std::string_view n) noexcept { return find_name(palettes, n); }
+std::string_view to_string(Palette p) noexcept {
+  return find_enum(palettes, p);
+}
+std::string_view to_string(Precision p) noexcept {
+  return find_enum(precisions, p);
+}
+std::string_view to_string(Isa isa) noexcept {
+  return find_enum(isas, isa);
+}
+std::optional<Palette> parse_palette(std::string_view n) noexcept {
+  return find_name(palettes, n);
+}
 std::optional<Precision> parse_precision(std::string_view n) noexcept {
   return find_name(precisions, n);
 }
-std::optional<Isa> parse_isa(std::string_view n) noexcept { return find_name(isas, n); }
+std::optional<Isa> parse_isa(std::string_view n) noexcept {
+  return find_name(isas, n);
+}
 
 std::string palette_names() {
   std::string s;

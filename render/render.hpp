@@ -15,10 +15,10 @@ namespace overdrive {
 
 /// Hard limits shared by every front end (CLI, HTTP); validate against them at the edge.
 struct Limits {
-  static constexpr int max_image_side = 32768;     ///< Pixels per side of one image.
-  static constexpr int max_tile_size = 1024;       ///< Pixels per side of one tile.
-  static constexpr int max_tile_zoom = 40;         ///< Below this doubles still resolve pixels.
-  static constexpr int max_iterations = 10000000;  ///< Iteration cap for one pixel.
+  static constexpr int max_image_side = 32768;    ///< Pixels per side of one image.
+  static constexpr int max_tile_size = 1024;      ///< Pixels per side of one tile.
+  static constexpr int max_tile_zoom = 40;        ///< Below this doubles still resolve pixels.
+  static constexpr int max_iterations = 10000000; ///< Iteration cap for one pixel.
 };
 
 /// Colour maps for escaped points; points inside the set are always black.
@@ -34,7 +34,7 @@ enum class Isa { Auto, Scalar, Avx2, Avx512 };
 struct Viewport {
   double center_re = -0.5;
   double center_im = 0.0;
-  double width = 3.0;  ///< Width of the image in the complex plane.
+  double width = 3.0; ///< Width of the image in the complex plane.
   int pixel_width = 1024;
   int pixel_height = 1024;
 
@@ -159,8 +159,8 @@ bool isa_supported(Isa isa) noexcept;
 namespace detail {
 /// PNG encoder settings, for the encoder benchmark; encode_png uses the measured best.
 struct PngSettings {
-  int level = 1;            ///< libdeflate level 0..12.
-  int filter = 1;           ///< Row filter 0 none, 1 sub, 2 up, 3 average, 4 paeth; -1 best per row.
+  int level = 1;  ///< libdeflate level 0..12.
+  int filter = 1; ///< Row filter 0 none, 1 sub, 2 up, 3 average, 4 paeth; -1 best per row.
   bool stb_default = false; ///< Ignore the above: stb as shipped (its zlib, level 8, filter -1).
 };
 /// encode_png with explicit settings. Thread-safe, but serialises with encode_png while it runs.

@@ -4,5 +4,7 @@
 
 #if defined(__SANITIZE_THREAD__)
 // Stop at the first report so it is the one printed (suppressions: executors/tsan.supp).
-extern "C" const char *__tsan_default_options() { return "halt_on_error=1 second_deadlock_stack=1"; }
+extern "C" const char *__tsan_default_options() {
+  return "halt_on_error=1 second_deadlock_stack=1";
+}
 #endif

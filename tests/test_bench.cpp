@@ -2,8 +2,8 @@
 // numbers; parsing; the JSON schema; the scenario drivers and short real runs against in-process
 // servers (sleep work keeps the runs short and the sleeps the dominant cost, also under tsan).
 #include "bench/loadgen/loadgen.hpp"
-#include "common/run_binary.hpp"
 #include "common/loopback_server.hpp"
+#include "common/run_binary.hpp"
 
 #include <cstdio>
 #include <doctest/doctest.h>
@@ -45,8 +45,8 @@ BenchOptions short_seed(const std::string &executor, int sleep_ms) {
   return o;
 }
 
-using overdrive::test::run_overdrive;
 using overdrive::test::Run;
+using overdrive::test::run_overdrive;
 
 } // namespace
 
@@ -65,7 +65,7 @@ TEST_CASE("Bench.IdealModel") {
 }
 
 TEST_CASE("Bench.Efficiency") {
-  const auto ideal = ideal_arrivals(5, 4, 2000, false);  // total 12 s
+  const auto ideal = ideal_arrivals(5, 4, 2000, false); // total 12 s
   CHECK(efficiency(ideal, {2000, 2000, 2000, 2000, 4000}) == doctest::Approx(1.0));
   // The inline seed pathology: the fifth waits for a 5 s keep-alive: 2,2,2,2,9 -> 12/17.
   CHECK(efficiency(ideal, {2000, 2000, 2000, 2000, 9000}) == doctest::Approx(12.0 / 17.0));
@@ -76,7 +76,7 @@ TEST_CASE("Bench.Efficiency") {
 
 TEST_CASE("Bench.NeedlesslyLate") {
   const auto ideal = ideal_arrivals(5, 4, 2000, false);
-  const double tol = 500;  // late when latency - ideal >= 1500
+  const double tol = 500; // late when latency - ideal >= 1500
   // Ideal arrivals plus overhead: nobody late.
   CHECK(needlessly_late({2010, 2020, 4050, 2005, 2030}, ideal, 2000, tol) ==
         std::vector<bool>(5, false));
@@ -103,7 +103,7 @@ TEST_CASE("Bench.PercentileAndMedian") {
 
 TEST_CASE("Bench.PoissonArrivals") {
   const auto a = poisson_arrivals(100, 100, 7);
-  CHECK(a == poisson_arrivals(100, 100, 7));  // fixed seed, fixed schedule
+  CHECK(a == poisson_arrivals(100, 100, 7)); // fixed seed, fixed schedule
   CHECK(a != poisson_arrivals(100, 100, 8));
   CHECK(std::is_sorted(a.begin(), a.end()));
   CHECK(a.front() >= 0);
@@ -175,7 +175,7 @@ TEST_CASE("Bench.AnalyzeRunClosed") {
   run.requests = {done_request(0, 105, 100, 2), done_request(1, 104, 100, 2),
                   done_request(2, 310, 100, 2), done_request(3, 106, 100, 2),
                   done_request(4, 107, 100, 2)};
-  run.requests.push_back(RequestRecord{});  // a failed request: not in the model
+  run.requests.push_back(RequestRecord{}); // a failed request: not in the model
   run.requests.back().index = 5;
   run.requests.back().error = "timed out";
   RequestRecord rejected = done_request(6, 5);
@@ -220,7 +220,7 @@ TEST_CASE("Bench.AnalyzeRunOpen") {
   RunResult run;
   for (int i = 0; i < 10; ++i) {
     RequestRecord r = done_request(i, 100.0 * i + 10.0 * (i + 1));
-    r.scheduled_ms = 100.0 * i;  // latency 10, 20, ... 100
+    r.scheduled_ms = 100.0 * i; // latency 10, 20, ... 100
     run.requests.push_back(r);
   }
   run.requests[9].status = 429;
@@ -269,14 +269,30 @@ TEST_CASE("Bench.JsonTableAndSvg") {
 
   const std::string json = to_json(rep);
   CHECK(json.rfind("{\"schema\":\"overdrive-bench\",\"schema_version\":1,", 0) == 0);
-  for (const char *field :
-       {"\"scenario\":\"seed\"", "\"target\":\"in-process\"", "\"load\":{", "\"server\":{",
-        "\"executors\":[{\"executor\":\"pool\"", "\"io_threads\":128", "\"summary\":{",
-        "\"runs\":[{\"run\":1", "\"efficiency\":", "\"late\":0", "\"cost_source\":\"server-timing\"",
-        "\"idle_io_seconds\":0.500", "\"requests\":[{\"index\":0", "\"connection\":\"warm\"",
-        "\"sent_ms\":0.500", "\"first_byte_ms\":", "\"done_ms\":105.000", "\"queue_ms\":100.000",
-        "\"render_ms\":100.000", "\"encode_ms\":2.000", "\"work_ms\":null", "\"ideal_ms\":102.000",
-        "\"connect_start_ms\":null", "\"p99_ms\":null"})
+  for (const char *field : {"\"scenario\":\"seed\"",
+                            "\"target\":\"in-process\"",
+                            "\"load\":{",
+                            "\"server\":{",
+                            "\"executors\":[{\"executor\":\"pool\"",
+                            "\"io_threads\":128",
+                            "\"summary\":{",
+                            "\"runs\":[{\"run\":1",
+                            "\"efficiency\":",
+                            "\"late\":0",
+                            "\"cost_source\":\"server-timing\"",
+                            "\"idle_io_seconds\":0.500",
+                            "\"requests\":[{\"index\":0",
+                            "\"connection\":\"warm\"",
+                            "\"sent_ms\":0.500",
+                            "\"first_byte_ms\":",
+                            "\"done_ms\":105.000",
+                            "\"queue_ms\":100.000",
+                            "\"render_ms\":100.000",
+                            "\"encode_ms\":2.000",
+                            "\"work_ms\":null",
+                            "\"ideal_ms\":102.000",
+                            "\"connect_start_ms\":null",
+                            "\"p99_ms\":null"})
     CHECK_MESSAGE(json.find(field) != std::string::npos, field);
   // Balanced, and no trailing commas.
   CHECK(std::count(json.begin(), json.end(), '{') == std::count(json.begin(), json.end(), '}'));
@@ -321,7 +337,7 @@ TEST_CASE("Bench.ScenarioConnections" * doctest::timeout(120)) {
     }
     for (const auto &q : r.requests) {
       CHECK_MESSAGE(q.ok(), q.error);
-      CHECK(*q.sent_ms >= -1.0);  // released together (1 ms of scheduling slack)
+      CHECK(*q.sent_ms >= -1.0); // released together (1 ms of scheduling slack)
       CHECK(*q.first_byte_ms >= *q.sent_ms);
       CHECK(*q.done_ms >= *q.first_byte_ms);
       CHECK(q.server.queue);
@@ -447,9 +463,13 @@ void check_seed_has_no_late_request(const std::string &executor) {
 
 } // namespace
 
-TEST_CASE("Bench.SeedScenario.pool" * doctest::timeout(120)) { check_seed_has_no_late_request("pool"); }
+TEST_CASE("Bench.SeedScenario.pool" * doctest::timeout(120)) {
+  check_seed_has_no_late_request("pool");
+}
 
-TEST_CASE("Bench.SeedScenario.tbb" * doctest::timeout(120)) { check_seed_has_no_late_request("tbb"); }
+TEST_CASE("Bench.SeedScenario.tbb" * doctest::timeout(120)) {
+  check_seed_has_no_late_request("tbb");
+}
 
 TEST_CASE("Bench.SeedScenario.inline" * doctest::timeout(120)) {
   // One I/O thread: the warm keep-alive connection holds it, so the new connections wait for
@@ -464,7 +484,7 @@ TEST_CASE("Bench.SeedScenario.inline" * doctest::timeout(120)) {
   CHECK(r.late >= 1);
   CHECK(*r.efficiency < 0.5);
   REQUIRE(r.idle_io_s);
-  CHECK(*r.idle_io_s > 0.5);  // workers idle while connections waited for the one I/O thread
+  CHECK(*r.idle_io_s > 0.5); // workers idle while connections waited for the one I/O thread
 }
 
 TEST_CASE("Bench.BurstScenario.pool" * doctest::timeout(120)) {
@@ -509,10 +529,12 @@ TEST_CASE("Bench.CliValidatesFlags" * doctest::timeout(120)) {
   }
   const Run help = run_overdrive("bench --help");
   CHECK(help.status == 0);
-  for (const char *flag : {"--scenario", "--executors", "--url", "--path-template", "--requests",
-                           "--runs", "--workers", "--io-threads", "--queue-limit", "--work",
-                           "--split", "--keep-alive-timeout", "--iter", "--zoom", "--size",
-                           "--rate", "--duration", "--seed", "--timeout", "--json", "--svg"})
+  for (const char *flag : {"--scenario",    "--executors", "--url",     "--path-template",
+                           "--requests",    "--runs",      "--workers", "--io-threads",
+                           "--queue-limit", "--work",      "--split",   "--keep-alive-timeout",
+                           "--iter",        "--zoom",      "--size",    "--rate",
+                           "--duration",    "--seed",      "--timeout", "--json",
+                           "--svg"})
     CHECK_MESSAGE(help.output.find(flag) != std::string::npos, flag);
 }
 
@@ -526,7 +548,8 @@ TEST_CASE("Bench.CliWritesJsonAndSvg" * doctest::timeout(120)) {
   CHECK_MESSAGE(r.status == 0, r.output);
   CHECK(r.output.find("pool") != std::string::npos);
   std::ifstream jf(json), sf(svg);
-  const std::string j{std::istreambuf_iterator<char>(jf), {}}, s{std::istreambuf_iterator<char>(sf), {}};
+  const std::string j{std::istreambuf_iterator<char>(jf), {}},
+      s{std::istreambuf_iterator<char>(sf), {}};
   CHECK(j.find("\"schema_version\":1") != std::string::npos);
   CHECK(j.find("\"scenario\":\"burst\"") != std::string::npos);
   CHECK(std::count(j.begin(), j.end(), '{') == std::count(j.begin(), j.end(), '}'));

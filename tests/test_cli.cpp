@@ -34,8 +34,8 @@ TEST_CASE("Cli.HelpIsComplete") {
   CHECK(top.output.find("render") != std::string::npos);
   const Run r = run_overdrive("render --help");
   CHECK(r.status == 0);
-  for (const char *flag : {"--center", "--width", "--tile", "--size", "--iter", "--palette", "--out",
-                           "32768", "10000000"})
+  for (const char *flag : {"--center", "--width", "--tile", "--size", "--iter", "--palette",
+                           "--out", "32768", "10000000"})
     CHECK_MESSAGE(r.output.find(flag) != std::string::npos, flag);
 }
 
@@ -89,7 +89,8 @@ TEST_CASE("Cli.BadFlagsFailWithOneClearLine") {
   };
   for (const auto &c : cases) {
     CAPTURE(c.args);
-    const Run r = run_overdrive(c.args + (c.args.find("--out") == std::string::npos ? " --out " + out : ""));
+    const Run r =
+        run_overdrive(c.args + (c.args.find("--out") == std::string::npos ? " --out " + out : ""));
     CHECK(r.status != 0);
     CHECK(r.output.find(c.says) != std::string::npos);
     CHECK(r.output.find("Segmentation") == std::string::npos);
@@ -102,8 +103,9 @@ TEST_CASE("Cli.EveryExecutorRendersTheSameBytes" * doctest::timeout(120)) {
   for (const char *ex : {"inline", "pool", "tbb"}) {
     CAPTURE(ex);
     const auto out = temp_png((std::string("ex_") + ex + ".png").c_str());
-    const Run r = run_overdrive(std::string("render --size 300x200 --iter 300 --workers 2 --executor ") +
-                                ex + " --out " + out.string());
+    const Run r =
+        run_overdrive(std::string("render --size 300x200 --iter 300 --workers 2 --executor ") + ex +
+                      " --out " + out.string());
     CHECK(r.status == 0);
     const auto png = read_file(out);
     CHECK(!png.empty());
@@ -121,14 +123,14 @@ TEST_CASE("Cli.EveryExecutorRendersTheSameBytes" * doctest::timeout(120)) {
 
 TEST_CASE("Cli.StatsPrintsOneJsonLine") {
   const auto out = temp_png("stats.png");
-  const Run r = run_overdrive("render --size 64 --iter 100 --executor pool --workers 2 --stats --out " +
-                              out.string());
+  const Run r = run_overdrive(
+      "render --size 64 --iter 100 --executor pool --workers 2 --stats --out " + out.string());
   CHECK(r.status == 0);
   const auto brace = r.output.find("{\"executor\":\"pool\"");
   REQUIRE(brace != std::string::npos);
   const std::string line = r.output.substr(brace, r.output.find('\n', brace) - brace);
-  for (const char *field : {"\"workers\":2", "\"width\":64", "\"height\":64", "\"iterations\":",
-                            "\"render_ms\":", "\"encode_ms\":"})
+  for (const char *field : {"\"workers\":2", "\"width\":64", "\"height\":64",
+                            "\"iterations\":", "\"render_ms\":", "\"encode_ms\":"})
     CHECK_MESSAGE(line.find(field) != std::string::npos, field);
   CHECK(line.back() == '}');
   std::filesystem::remove(out);

@@ -28,7 +28,9 @@ std::unique_ptr<Executor> make(ExecutorKind kind, int workers, std::size_t queue
   return make_executor(kind, options);
 }
 
-bool is_inline(ExecutorKind kind) { return kind == ExecutorKind::Inline; }
+bool is_inline(ExecutorKind kind) {
+  return kind == ExecutorKind::Inline;
+}
 
 void check_workers_in_range(const std::vector<JobEvent> &events, int workers) {
   for (const auto &e : events) {
@@ -46,11 +48,12 @@ void runs_every_job_once(ExecutorKind kind) {
   std::vector<std::atomic<int>> runs(kJobs);
   auto ex = make(kind, 2);
   for (int i = 0; i < kJobs; ++i)
-    REQUIRE(ex->submit([&runs, i](const JobContext &) { runs[static_cast<std::size_t>(i)]++; },
-                       "job"));
+    REQUIRE(
+        ex->submit([&runs, i](const JobContext &) { runs[static_cast<std::size_t>(i)]++; }, "job"));
   ex->shutdown();
   int wrong = 0;
-  for (const auto &r : runs) wrong += r.load() == 1 ? 0 : 1;
+  for (const auto &r : runs)
+    wrong += r.load() == 1 ? 0 : 1;
   CHECK(wrong == 0);
 
   const auto stats = ex->stats();
@@ -77,7 +80,8 @@ void runs_every_job_once(ExecutorKind kind) {
 
 void task_result_and_exception(ExecutorKind kind) {
   auto ex = make(kind, 2);
-  auto answer = submit_task(*ex, [](const JobContext &) { return 42; }, "answer");
+  auto answer = submit_task(
+      *ex, [](const JobContext &) { return 42; }, "answer");
   REQUIRE(answer);
   CHECK(answer->get() == 42);
 
@@ -90,7 +94,7 @@ void task_result_and_exception(ExecutorKind kind) {
   REQUIRE(nothing);
   CHECK_NOTHROW(nothing->get());
 
-  ex->shutdown();  // stats are final once shutdown returns
+  ex->shutdown(); // stats are final once shutdown returns
   const auto stats = ex->stats();
   CHECK(stats.completed == 2);
   CHECK(stats.failed == 1);
@@ -123,7 +127,7 @@ void submit_after_shutdown_refused(ExecutorKind kind) {
   auto ex = make(kind, 2);
   REQUIRE(ex->submit([](const JobContext &) {}, "early"));
   ex->shutdown();
-  ex->shutdown();  // idempotent
+  ex->shutdown(); // idempotent
   std::atomic<bool> ran_late{false};
   CHECK_FALSE(ex->submit([&](const JobContext &) { ran_late = true; }, "late"));
   CHECK_FALSE(submit_task(*ex, [](const JobContext &) { return 1; }).has_value());
@@ -159,7 +163,8 @@ void shutdown_drains_queue(ExecutorKind kind) {
     CHECK(gate.wait());
   });
   REQUIRE(blocker_started.wait_for(1));
-  for (int i = 0; i < kQueued; ++i) submitter.submit([&](const JobContext &) { ++ran; });
+  for (int i = 0; i < kQueued; ++i)
+    submitter.submit([&](const JobContext &) { ++ran; });
   REQUIRE(eventually([&] { return ex->stats().queued == kQueued; }));
 
   std::atomic<bool> shutdown_returned{false};
@@ -182,7 +187,7 @@ void shutdown_drains_queue(ExecutorKind kind) {
     stopper.join();
     CHECK(ran == kQueued + probes_accepted);
   } else {
-    CHECK_FALSE(shutdown_returned.load());  // cannot return while a job runs
+    CHECK_FALSE(shutdown_returned.load()); // cannot return while a job runs
     gate.open();
     stopper.join();
     CHECK(ran == kQueued);
@@ -223,7 +228,7 @@ void queue_limit(ExecutorKind kind) {
   CHECK_FALSE(ex->submit([&](const JobContext &) { overflow_ran = true; }, "overflow"));
   CHECK(ex->stats().refused == 1);
 
-  release_blocker.open();  // q1 starts and blocks on release_rest: one place free
+  release_blocker.open(); // q1 starts and blocks on release_rest: one place free
   REQUIRE(started.wait_for(2));
   REQUIRE(eventually([&] { return ex->stats().queued == 1; }));
   submitter.submit(waiter, "q3");
@@ -239,14 +244,13 @@ void queue_limit(ExecutorKind kind) {
   CHECK(stats.refused == 2);
   CHECK(stats.submitted == 6);
   const auto events = ex->trace_since(0);
-  CHECK(std::count_if(events.begin(), events.end(), [](const JobEvent &e) {
-          return e.outcome == JobOutcome::Refused;
-        }) == 2);
+  CHECK(std::count_if(events.begin(), events.end(),
+                      [](const JobEvent &e) { return e.outcome == JobOutcome::Refused; }) == 2);
 }
 
 // Many short jobs; an atomic high-water mark of concurrently running jobs must stay <= N.
 void never_more_than_n(ExecutorKind kind, int workers) {
-  constexpr int kJobs = 360;  // divisible by the 2N inline callers for N = 2 and 3
+  constexpr int kJobs = 360; // divisible by the 2N inline callers for N = 2 and 3
   std::atomic<int> running{0}, high_water{0}, bad_worker{0}, ran{0};
   auto ex = make(kind, workers);
   const auto job = [&](const JobContext &ctx) {
@@ -255,7 +259,8 @@ void never_more_than_n(ExecutorKind kind, int workers) {
     while (now > seen && !high_water.compare_exchange_weak(seen, now)) {
     }
     if (ctx.worker() < 0 || ctx.worker() >= workers) ++bad_worker;
-    for (int i = 0; i < 20; ++i) std::this_thread::yield();  // widen the overlap window
+    for (int i = 0; i < 20; ++i)
+      std::this_thread::yield(); // widen the overlap window
     ++ran;
     --running;
   };
@@ -265,11 +270,14 @@ void never_more_than_n(ExecutorKind kind, int workers) {
     const int threads = 2 * workers;
     for (int t = 0; t < threads; ++t)
       callers.emplace_back([&] {
-        for (int i = 0; i < kJobs / threads; ++i) CHECK(ex->submit(job));
+        for (int i = 0; i < kJobs / threads; ++i)
+          CHECK(ex->submit(job));
       });
-    for (auto &c : callers) c.join();
+    for (auto &c : callers)
+      c.join();
   } else {
-    for (int i = 0; i < kJobs; ++i) REQUIRE(ex->submit(job));
+    for (int i = 0; i < kJobs; ++i)
+      REQUIRE(ex->submit(job));
   }
   ex->shutdown();
   CHECK(ran == kJobs);
@@ -302,14 +310,14 @@ void all_workers_busy(ExecutorKind kind, int workers) {
       CHECK(submitter.join() == workers);
     }
     // Futures are not used, so wait for the recorder to see the jobs finish.
-    REQUIRE(eventually([&] {
-      return ex->stats().completed == static_cast<std::uint64_t>(number * workers);
-    }));
+    REQUIRE(eventually(
+        [&] { return ex->stats().completed == static_cast<std::uint64_t>(number * workers); }));
     CHECK(timed_out == 0);
     const auto events = ex->trace_since(since);
     REQUIRE(events.size() == static_cast<std::size_t>(workers));
     std::set<int> distinct;
-    for (const auto &e : events) distinct.insert(e.worker);
+    for (const auto &e : events)
+      distinct.insert(e.worker);
     CHECK(distinct.size() == static_cast<std::size_t>(workers));
     check_workers_in_range(events, workers);
     const auto idle = ex->stats().idle_while_waiting_seconds - idle_before;
@@ -352,12 +360,12 @@ void trace_and_json(ExecutorKind kind) {
   CHECK(ex->trace_since(100).empty());
 
   const auto stats_json = to_json(ex->stats());
-  for (const char *field :
-       {"\"name\":\"", "\"workers\":1,", "\"queue_limit\":0,", "\"queued\":0,", "\"busy\":0,",
-        "\"submitted\":4,", "\"refused\":1,", "\"completed\":3,", "\"failed\":0,",
-        "\"cancelled\":0,", "\"busy_seconds\":[", "\"idle_while_waiting_seconds\":",
-        "\"last_seq\":4}"})
-    CHECK_MESSAGE(stats_json.find(field) != std::string::npos, std::string(field), " in ", stats_json);
+  for (const char *field : {"\"name\":\"", "\"workers\":1,", "\"queue_limit\":0,", "\"queued\":0,",
+                            "\"busy\":0,", "\"submitted\":4,", "\"refused\":1,", "\"completed\":3,",
+                            "\"failed\":0,", "\"cancelled\":0,", "\"busy_seconds\":[",
+                            "\"idle_while_waiting_seconds\":", "\"last_seq\":4}"})
+    CHECK_MESSAGE(stats_json.find(field) != std::string::npos, std::string(field), " in ",
+                  stats_json);
   CHECK(stats_json.front() == '{');
 }
 
@@ -368,7 +376,8 @@ void trace_ring_buffer(ExecutorKind kind) {
   ex->shutdown();
   const auto events = ex->trace_since(0);
   REQUIRE(events.size() == 4);
-  for (std::size_t i = 0; i < 4; ++i) CHECK(events[i].seq == 7 + i);
+  for (std::size_t i = 0; i < 4; ++i)
+    CHECK(events[i].seq == 7 + i);
   const auto newer = ex->trace_since(8);
   REQUIRE(newer.size() == 2);
   CHECK(newer[0].seq == 9);
@@ -395,7 +404,8 @@ TEST_CASE("Executor.KindNames") {
   CHECK(executor_kind_names() == "inline, tbb, pool");
   const auto kinds = all_executor_kinds();
   REQUIRE(kinds.size() == 3);
-  for (const auto kind : kinds) CHECK(parse_executor_kind(to_string(kind)) == kind);
+  for (const auto kind : kinds)
+    CHECK(parse_executor_kind(to_string(kind)) == kind);
   CHECK_FALSE(parse_executor_kind("TBB").has_value());
   CHECK_FALSE(parse_executor_kind("").has_value());
   CHECK(to_string(JobOutcome::Done) == "done");
@@ -492,32 +502,58 @@ TEST_CASE("Executor.QueueLimitRefusesOverflow.pool" * doctest::timeout(60)) {
 }
 
 TEST_CASE("Executor.NeverMoreThanN.inline" * doctest::timeout(60)) {
-  SUBCASE("2") { never_more_than_n(ExecutorKind::Inline, 2); }
-  SUBCASE("3") { never_more_than_n(ExecutorKind::Inline, 3); }
+  SUBCASE("2") {
+    never_more_than_n(ExecutorKind::Inline, 2);
+  }
+  SUBCASE("3") {
+    never_more_than_n(ExecutorKind::Inline, 3);
+  }
 }
 TEST_CASE("Executor.NeverMoreThanN.tbb" * doctest::timeout(60)) {
-  SUBCASE("2") { never_more_than_n(ExecutorKind::Tbb, 2); }
-  SUBCASE("3") { never_more_than_n(ExecutorKind::Tbb, 3); }
+  SUBCASE("2") {
+    never_more_than_n(ExecutorKind::Tbb, 2);
+  }
+  SUBCASE("3") {
+    never_more_than_n(ExecutorKind::Tbb, 3);
+  }
 }
 TEST_CASE("Executor.NeverMoreThanN.pool" * doctest::timeout(60)) {
-  SUBCASE("2") { never_more_than_n(ExecutorKind::Pool, 2); }
-  SUBCASE("3") { never_more_than_n(ExecutorKind::Pool, 3); }
+  SUBCASE("2") {
+    never_more_than_n(ExecutorKind::Pool, 2);
+  }
+  SUBCASE("3") {
+    never_more_than_n(ExecutorKind::Pool, 3);
+  }
 }
 
 TEST_CASE("Executor.AllWorkersBusyNoIdleWhileWaiting.inline" * doctest::timeout(60)) {
-  SUBCASE("2") { all_workers_busy(ExecutorKind::Inline, 2); }
-  SUBCASE("3") { all_workers_busy(ExecutorKind::Inline, 3); }
+  SUBCASE("2") {
+    all_workers_busy(ExecutorKind::Inline, 2);
+  }
+  SUBCASE("3") {
+    all_workers_busy(ExecutorKind::Inline, 3);
+  }
 }
 TEST_CASE("Executor.AllWorkersBusyNoIdleWhileWaiting.tbb" * doctest::timeout(60)) {
-  SUBCASE("2") { all_workers_busy(ExecutorKind::Tbb, 2); }
-  SUBCASE("3") { all_workers_busy(ExecutorKind::Tbb, 3); }
+  SUBCASE("2") {
+    all_workers_busy(ExecutorKind::Tbb, 2);
+  }
+  SUBCASE("3") {
+    all_workers_busy(ExecutorKind::Tbb, 3);
+  }
 }
 TEST_CASE("Executor.AllWorkersBusyNoIdleWhileWaiting.pool" * doctest::timeout(60)) {
-  SUBCASE("2") { all_workers_busy(ExecutorKind::Pool, 2); }
-  SUBCASE("3") { all_workers_busy(ExecutorKind::Pool, 3); }
+  SUBCASE("2") {
+    all_workers_busy(ExecutorKind::Pool, 2);
+  }
+  SUBCASE("3") {
+    all_workers_busy(ExecutorKind::Pool, 3);
+  }
 }
 
-TEST_CASE("Executor.TraceAndJson.inline") { trace_and_json(ExecutorKind::Inline); }
+TEST_CASE("Executor.TraceAndJson.inline") {
+  trace_and_json(ExecutorKind::Inline);
+}
 TEST_CASE("Executor.TraceAndJson.tbb" * doctest::timeout(60)) {
   trace_and_json(ExecutorKind::Tbb);
 }
@@ -562,8 +598,9 @@ TEST_CASE("Executor.SplitSpreadsRowsOverWorkers.tbb" * doctest::timeout(60)) {
         threads.insert(std::this_thread::get_id());
         if (threads.size() == 2) second_thread.arrive();
       }
-      if (!gave_up && !second_thread.wait_for(1)) gave_up = true;  // one timeout, not one per chunk
-      for (int r = begin; r < end; ++r) row_runs[static_cast<std::size_t>(r)]++;
+      if (!gave_up && !second_thread.wait_for(1)) gave_up = true; // one timeout, not one per chunk
+      for (int r = begin; r < end; ++r)
+        row_runs[static_cast<std::size_t>(r)]++;
     });
   });
   REQUIRE(result);
@@ -571,7 +608,8 @@ TEST_CASE("Executor.SplitSpreadsRowsOverWorkers.tbb" * doctest::timeout(60)) {
   ex->shutdown();
   CHECK(threads.size() >= 2);
   int wrong = 0;
-  for (const auto &r : row_runs) wrong += r.load() == 1 ? 0 : 1;
+  for (const auto &r : row_runs)
+    wrong += r.load() == 1 ? 0 : 1;
   CHECK(wrong == 0);
   CHECK(ex->stats().completed == 1);
 }
@@ -589,7 +627,7 @@ TEST_CASE("Recorder.IdleWhileWaitingIntegrates") {
   const auto during = recorder.stats().idle_while_waiting_seconds;
   CHECK(during >= 0.06 * 0.99);
   std::this_thread::sleep_for(5ms);
-  CHECK(recorder.stats().idle_while_waiting_seconds == during);  // nobody waits: no growth
+  CHECK(recorder.stats().idle_while_waiting_seconds == during); // nobody waits: no growth
   recorder.on_finish(0, "x", s1, t1, JobOutcome::Done);
   recorder.on_finish(1, "y", s2, t2, JobOutcome::Done);
   const auto stats = recorder.stats();

@@ -101,8 +101,8 @@ public:
     }
     if (head_end == std::string::npos) return r;
     if (data.rfind("HTTP/1.", 0) == 0 && data.size() > 12) r.status = std::atoi(data.c_str() + 9);
-    r.body = data.substr(head_end + 4, need == std::string::npos ? std::string::npos
-                                                                 : need - head_end - 4);
+    r.body = data.substr(head_end + 4,
+                         need == std::string::npos ? std::string::npos : need - head_end - 4);
     return r;
   }
 
@@ -116,7 +116,8 @@ public:
   }
 
   static std::string lower(std::string s) {
-    for (char &c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (char &c : s)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return s;
   }
 
@@ -142,9 +143,9 @@ bool normal_tile_ok(const LoopbackServer &s) {
 
 struct Case {
   std::string name;
-  std::string request;  // raw bytes
+  std::string request; // raw bytes
   int status;
-  std::string says;  // substring of the one-line body; empty = any
+  std::string says; // substring of the one-line body; empty = any
 };
 
 std::vector<Case> malformed_cases() {
@@ -193,8 +194,10 @@ std::vector<Case> malformed_cases() {
       {"encoded slash in number", get("/tile/1/0%2F0/0.png"), 400, "expected /tile/Z/X/Y.png"},
       {"NUL in y", get("/tile/1/0/0%00.png"), 400, "y '0?'"},
       {"overlong UTF-8 dot", get("/tile/1/%c0%ae/0.png"), 400, "x '\?\?'"},
-      {"overlong UTF-8 traversal", get("/%c0%ae%c0%ae/etc/passwd"), 404, "no such path: /\?\?\?\?/etc"},
-      {"CRLF in path", get("/x%0d%0aSet-Cookie:%20a=b"), 404, "no such path: /x\?\?Set-Cookie: a=b"},
+      {"overlong UTF-8 traversal", get("/%c0%ae%c0%ae/etc/passwd"), 404,
+       "no such path: /\?\?\?\?/etc"},
+      {"CRLF in path", get("/x%0d%0aSet-Cookie:%20a=b"), 404,
+       "no such path: /x\?\?Set-Cookie: a=b"},
       {"wrong extension", get("/tile/1/0/0.jpg"), 400, "expected /tile/Z/X/Y.png"},
       {"absolute form", get("http://127.0.0.1/tile/1/0/0.png"), 404, "no such path"},
       // Lengths
@@ -206,18 +209,26 @@ std::vector<Case> malformed_cases() {
       {"header without colon", get(tile, "NoColonHere\r\n"), 400, "malformed header line"},
       {"folded header", get(tile, "X-A: 1\r\n  folded\r\n"), 400, "malformed header line"},
       {"bare LF line ends", "GET " + tile + " HTTP/1.1\nHost: x\n\n", 400, "malformed"},
-      {"headers over 32 KiB", get(tile, [] {
-         std::string h;
-         for (int i = 0; i < 6; ++i) h += "X-H" + std::to_string(i) + ": " + std::string(6000, 'h') + "\r\n";
-         return h;
-       }()), 431, "longer than 32768 bytes"},
-      {"200 headers", get(tile, [] {
-         std::string h;
-         for (int i = 0; i < 200; ++i) h += "X-H" + std::to_string(i) + ": v\r\n";
-         return h;
-       }()), 431, "more than 100 header lines"},
-      {"payload too large", "POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n",
-       413, ""},
+      {"headers over 32 KiB",
+       get(tile,
+           [] {
+             std::string h;
+             for (int i = 0; i < 6; ++i)
+               h += "X-H" + std::to_string(i) + ": " + std::string(6000, 'h') + "\r\n";
+             return h;
+           }()),
+       431, "longer than 32768 bytes"},
+      {"200 headers",
+       get(tile,
+           [] {
+             std::string h;
+             for (int i = 0; i < 200; ++i)
+               h += "X-H" + std::to_string(i) + ": v\r\n";
+             return h;
+           }()),
+       431, "more than 100 header lines"},
+      {"payload too large",
+       "POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n", 413, ""},
       // Methods
       {"POST tile", "POST " + tile + " HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", 405,
        "method POST not allowed on tiles"},
@@ -230,7 +241,8 @@ std::vector<Case> malformed_cases() {
       {"POST stats", "POST /api/stats HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405,
        "not allowed on /api/stats"},
       {"chunked POST tile",
-       "POST " + tile + " HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+       "POST " + tile +
+           " HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
        405, "method POST"},
       // Request lines
       {"garbage line", "HELLO\r\n\r\n", 400, "malformed request line"},
@@ -261,13 +273,14 @@ TEST_CASE("Hostile.MalformedRequestsGet4xx" * doctest::timeout(180)) {
     CAPTURE(k.name);
     RawConn c(s.port);
     REQUIRE(c.ok());
-    c.send_all(k.request);  // the server may answer (and close) before it has read everything
+    c.send_all(k.request); // the server may answer (and close) before it has read everything
     const auto r = c.read_response();
     CHECK(r.status == k.status);
     CHECK(r.body.find(k.says) != std::string::npos);
-    CHECK_MESSAGE(std::count(r.body.begin(), r.body.end(), '\n') == 1, r.body);  // one line
+    CHECK_MESSAGE(std::count(r.body.begin(), r.body.end(), '\n') == 1, r.body); // one line
     CHECK(r.body.back() == '\n');
-    if (k.status == 405) CHECK(RawConn::lower(r.head).find("\r\nallow: get, head\r\n") != std::string::npos);
+    if (k.status == 405)
+      CHECK(RawConn::lower(r.head).find("\r\nallow: get, head\r\n") != std::string::npos);
     CHECK(normal_tile_ok(s));
   }
 }
@@ -341,7 +354,7 @@ TEST_CASE("Hostile.ClientGoneWhileQueuedIsCancelledNotRendered" * doctest::timeo
     return st.cancelled == 1 && st.busy == 0 && st.queued == 0;
   }));
   const auto st = pool.stats();
-  CHECK(st.completed == 1);  // only the first tile was rendered
+  CHECK(st.completed == 1); // only the first tile was rendered
   CHECK(st.failed == 0);
   // The trace shows it cancelled at once: no 600 ms of work, no render.
   auto trace = s.client().Get("/api/trace?executor=pool&since=0");
@@ -349,17 +362,18 @@ TEST_CASE("Hostile.ClientGoneWhileQueuedIsCancelledNotRendered" * doctest::timeo
   CHECK_MESSAGE(trace->body.find("\"outcome\":\"cancelled\"") != std::string::npos, trace->body);
   auto metrics = s.client().Get("/metrics");
   REQUIRE(metrics);
-  CHECK(metrics->body.find("overdrive_jobs_cancelled_total{executor=\"pool\"} 1") != std::string::npos);
+  CHECK(metrics->body.find("overdrive_jobs_cancelled_total{executor=\"pool\"} 1") !=
+        std::string::npos);
   CHECK(normal_tile_ok(s));
 }
 
 namespace {
 
 struct SlowlorisResult {
-  double baseline_ms = 0, under_attack_ms = 0;  // wall time for the browser's 16 tiles
-  double worst_tile_ms = 0;                     // slowest single tile under attack
+  double baseline_ms = 0, under_attack_ms = 0; // wall time for the browser's 16 tiles
+  double worst_tile_ms = 0;                    // slowest single tile under attack
   int failed = 0;
-  int hostile_open = 0;  // hostile connections still open at the end
+  int hostile_open = 0; // hostile connections still open at the end
 };
 
 // A browser: 6 keep-alive connections fetching 16 tiles between them. Returns the wall time;
@@ -386,19 +400,20 @@ double browser_burst(int port, int nonce, double &worst, int &failed) {
         if (!r || r->status != 200) ++failed;
       }
     });
-  for (auto &t : conns) t.join();
+  for (auto &t : conns)
+    t.join();
   return std::chrono::duration<double, std::milli>(SteadyClock::now() - t0).count();
 }
 
 int io_busy(TileServer &srv) {
   const std::string j = srv.stats_json();
-  const auto at = j.find("\"busy\":");  // the first one is the I/O pool's
+  const auto at = j.find("\"busy\":"); // the first one is the I/O pool's
   return at == std::string::npos ? -1 : std::atoi(j.c_str() + at + 7);
 }
 
 SlowlorisResult slowloris(int idle, int slow, int io_threads, int tile_ms) {
   ServerOptions o;
-  o.workers = 6;  // the browser's 6 tiles at a time never queue for a worker
+  o.workers = 6; // the browser's 6 tiles at a time never queue for a worker
   o.io_threads = io_threads;
   o.work = {WorkSpec::Kind::Sleep, tile_ms};
   LoopbackServer s(o);
@@ -407,21 +422,25 @@ SlowlorisResult slowloris(int idle, int slow, int io_threads, int tile_ms) {
   res.baseline_ms = browser_burst(s.port, 0, ignore, res.failed);
 
   std::vector<RawConn> hostile;
-  for (int i = 0; i < idle + slow; ++i) hostile.emplace_back(s.port, 2s);
+  for (int i = 0; i < idle + slow; ++i)
+    hostile.emplace_back(s.port, 2s);
   // Let the server take them all before the browser comes.
   eventually([&] { return io_busy(s.server) >= std::min(io_threads, idle + slow); }, 10s);
   std::atomic<bool> done{false};
   std::thread trickler([&] {
     const std::string req = get("/tile/1/0/0.png?size=16&iter=10");
     for (std::size_t b = 0; !done && b < req.size(); ++b) {
-      for (int i = idle; i < idle + slow; ++i) hostile[static_cast<std::size_t>(i)].send_all(req.substr(b, 1));
-      for (int w = 0; w < 100 && !done; ++w) std::this_thread::sleep_for(10ms);  // 1 byte/s
+      for (int i = idle; i < idle + slow; ++i)
+        hostile[static_cast<std::size_t>(i)].send_all(req.substr(b, 1));
+      for (int w = 0; w < 100 && !done; ++w)
+        std::this_thread::sleep_for(10ms); // 1 byte/s
     }
   });
   res.under_attack_ms = browser_burst(s.port, 1, res.worst_tile_ms, res.failed);
   done = true;
   trickler.join();
-  for (auto &h : hostile) res.hostile_open += h.closed_by_peer(0ms) ? 0 : 1;
+  for (auto &h : hostile)
+    res.hostile_open += h.closed_by_peer(0ms) ? 0 : 1;
   return res;
 }
 
@@ -436,7 +455,7 @@ TEST_CASE("Hostile.IdleAndSlowClientsDoNotStarveABrowser" * doctest::timeout(120
                       << " ms, worst tile " << r.worst_tile_ms << " ms, hostile still open "
                       << r.hostile_open);
   CHECK(r.failed == 0);
-  CHECK(r.hostile_open > 0);  // the attack was still on while the browser loaded
+  CHECK(r.hostile_open > 0); // the attack was still on while the browser loaded
   // 16 tiles over 6 connections with 6 workers: 3 waves of one tile-time each.
   CHECK(r.worst_tile_ms < tile_ms + 400);
   CHECK(r.under_attack_ms < r.baseline_ms + 500);
@@ -464,7 +483,8 @@ struct ServeProcess {
     std::vector<std::string> argv_s = {OVERDRIVE_BIN_PATH, "serve", "--port", "0", "--quiet"};
     argv_s.insert(argv_s.end(), args.begin(), args.end());
     std::vector<char *> argv;
-    for (auto &a : argv_s) argv.push_back(a.data());
+    for (auto &a : argv_s)
+      argv.push_back(a.data());
     argv.push_back(nullptr);
     pid = ::fork();
     REQUIRE(pid >= 0);
@@ -530,7 +550,8 @@ TEST_CASE("Serve.SigtermDrainsInFlightTiles" * doctest::timeout(90)) {
   // Idle and half-sent connections must not hold the exit up (they would for the 5 s read
   // timeout without the stop wake-up).
   std::vector<RawConn> idle;
-  for (int i = 0; i < 5; ++i) idle.emplace_back(p.port);
+  for (int i = 0; i < 5; ++i)
+    idle.emplace_back(p.port);
   idle.back().send_all("GET /tile/1/0/0.png HTTP/1.1\r\nHo");
   // Four tiles: two render, two wait in the executor's queue.
   std::vector<std::future<httplib::Result>> tiles;
@@ -540,7 +561,9 @@ TEST_CASE("Serve.SigtermDrainsInFlightTiles" * doctest::timeout(90)) {
     }));
   REQUIRE(eventually([&] {
     auto st = p.client().Get("/api/stats");
-    return st && st->body.find("\"name\":\"pool\",\"workers\":2,\"queue_limit\":0,\"queued\":2,\"busy\":2") != std::string::npos;
+    return st && st->body.find(
+                     "\"name\":\"pool\",\"workers\":2,\"queue_limit\":0,\"queued\":2,\"busy\":2") !=
+                     std::string::npos;
   }));
   const auto t0 = SteadyClock::now();
   REQUIRE(::kill(p.pid, SIGTERM) == 0);

@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <stdexcept>
 #include <doctest/doctest.h>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -27,7 +27,11 @@ Counts run_view(const Viewport &v, int max_iter, Precision p, Isa isa, bool refe
   Counts c{std::vector<std::uint32_t>(w * static_cast<std::size_t>(v.pixel_height)),
            std::vector<float>(w * static_cast<std::size_t>(v.pixel_height))};
   for (int y = 0; y < v.pixel_height; ++y) {
-    const RowJob job{v.re_at(0),   v.pixel_size(), v.im_at(y), v.pixel_width, max_iter,
+    const RowJob job{v.re_at(0),
+                     v.pixel_size(),
+                     v.im_at(y),
+                     v.pixel_width,
+                     max_iter,
                      c.iters.data() + static_cast<std::size_t>(y) * w,
                      c.mag2.data() + static_cast<std::size_t>(y) * w};
     if (reference && p == Precision::F64)
@@ -40,7 +44,8 @@ Counts run_view(const Viewport &v, int max_iter, Precision p, Isa isa, bool refe
 
 std::size_t mismatches(const Counts &a, const Counts &b) {
   std::size_t n = 0;
-  for (std::size_t i = 0; i < a.iters.size(); ++i) n += a.iters[i] != b.iters[i];
+  for (std::size_t i = 0; i < a.iters.size(); ++i)
+    n += a.iters[i] != b.iters[i];
   return n;
 }
 
@@ -65,7 +70,8 @@ void matches_reference(Isa isa, Precision p) {
     CAPTURE(skip);
     const Counts ref = reference(full_view, 1000, p);
     const Counts got = run_view(full_view, 1000, p, isa, false, KernelOptions{skip});
-    const double frac = static_cast<double>(mismatches(ref, got)) / static_cast<double>(ref.iters.size());
+    const double frac =
+        static_cast<double>(mismatches(ref, got)) / static_cast<double>(ref.iters.size());
     MESSAGE(to_string(isa) << " " << to_string(p) << " skip=" << skip
                            << " full-view mismatch fraction " << frac);
     // f32 rounds 2^29 times more coarsely, so more boundary pixels flip (and deep zooms fail).
@@ -103,8 +109,8 @@ void odd_rows(Isa isa, Precision p) {
 void interior_points(Isa isa, Precision p) {
   if (!available(isa)) return;
   // Cardioid, bulb, period-3 bulb (iterated, not skipped) and points that escape late.
-  const double pts[][2] = {{0.0, 0.0},  {-1.0, 0.0},     {-0.1226, 0.7449}, {0.2, 0.1},
-                           {-0.1, 0.65}, {0.2501, 0.0},  {-0.75, 0.01},     {0.3, 0.5}};
+  const double pts[][2] = {{0.0, 0.0},   {-1.0, 0.0},   {-0.1226, 0.7449}, {0.2, 0.1},
+                           {-0.1, 0.65}, {0.2501, 0.0}, {-0.75, 0.01},     {0.3, 0.5}};
   for (const auto &pt : pts)
     for (const int max_iter : {1, 2, 50, 5000}) {
       CAPTURE(pt[0]);
@@ -133,7 +139,7 @@ void rows_match_rows(Isa isa, Precision p) {
   };
   const Case cases[] = {{{-0.5, 0.0, 3.0, 97, 61}, 300},
                         {{-0.5, 0.0, 3.0, 1, 40}, 50},
-                        {{-0.1, 0.0, 0.2, 33, 9}, 200},  // all interior (skipped or iterated)
+                        {{-0.1, 0.0, 0.2, 33, 9}, 200}, // all interior (skipped or iterated)
                         {{-1.2, 0.75, 0.25, 40, 30}, 2000},
                         {{-0.743643887037151, 0.131825904205330, 1e-4, 64, 48}, 3000},
                         {{-0.75, 0.1, 2.6, 17, 23}, 3}};
@@ -151,7 +157,8 @@ void rows_match_rows(Isa isa, Precision p) {
         for (int y0 = 0; y0 < c.v.pixel_height; y0 += batch) {
           const int rows = std::min(batch, c.v.pixel_height - y0);
           std::vector<double> im(static_cast<std::size_t>(rows));
-          for (int r = 0; r < rows; ++r) im[static_cast<std::size_t>(r)] = c.v.im_at(y0 + r);
+          for (int r = 0; r < rows; ++r)
+            im[static_cast<std::size_t>(r)] = c.v.im_at(y0 + r);
           const std::size_t off = static_cast<std::size_t>(y0) * w;
           run_kernel_rows({c.v.re_at(0), c.v.pixel_size(), im.data(), rows, c.v.pixel_width,
                            c.max_iter, got.iters.data() + off, got.mag2.data() + off},
@@ -169,27 +176,63 @@ void rows_match_rows(Isa isa, Precision p) {
 
 } // namespace
 
-TEST_CASE("Kernel.RowsMatchRowByRow.scalar") { rows_match_rows(Isa::Scalar, Precision::F64); }
-TEST_CASE("Kernel.RowsMatchRowByRow.avx2") { rows_match_rows(Isa::Avx2, Precision::F64); }
-TEST_CASE("Kernel.RowsMatchRowByRow.avx512") { rows_match_rows(Isa::Avx512, Precision::F64); }
-TEST_CASE("Kernel.RowsMatchRowByRow.avx2.f32") { rows_match_rows(Isa::Avx2, Precision::F32); }
-TEST_CASE("Kernel.RowsMatchRowByRow.avx512.f32") { rows_match_rows(Isa::Avx512, Precision::F32); }
+TEST_CASE("Kernel.RowsMatchRowByRow.scalar") {
+  rows_match_rows(Isa::Scalar, Precision::F64);
+}
+TEST_CASE("Kernel.RowsMatchRowByRow.avx2") {
+  rows_match_rows(Isa::Avx2, Precision::F64);
+}
+TEST_CASE("Kernel.RowsMatchRowByRow.avx512") {
+  rows_match_rows(Isa::Avx512, Precision::F64);
+}
+TEST_CASE("Kernel.RowsMatchRowByRow.avx2.f32") {
+  rows_match_rows(Isa::Avx2, Precision::F32);
+}
+TEST_CASE("Kernel.RowsMatchRowByRow.avx512.f32") {
+  rows_match_rows(Isa::Avx512, Precision::F32);
+}
 
-TEST_CASE("Kernel.MatchesReference.scalar") { matches_reference(Isa::Scalar, Precision::F64); }
-TEST_CASE("Kernel.MatchesReference.avx2") { matches_reference(Isa::Avx2, Precision::F64); }
-TEST_CASE("Kernel.MatchesReference.avx512") { matches_reference(Isa::Avx512, Precision::F64); }
-TEST_CASE("Kernel.MatchesReference.avx2.f32") { matches_reference(Isa::Avx2, Precision::F32); }
-TEST_CASE("Kernel.MatchesReference.avx512.f32") { matches_reference(Isa::Avx512, Precision::F32); }
+TEST_CASE("Kernel.MatchesReference.scalar") {
+  matches_reference(Isa::Scalar, Precision::F64);
+}
+TEST_CASE("Kernel.MatchesReference.avx2") {
+  matches_reference(Isa::Avx2, Precision::F64);
+}
+TEST_CASE("Kernel.MatchesReference.avx512") {
+  matches_reference(Isa::Avx512, Precision::F64);
+}
+TEST_CASE("Kernel.MatchesReference.avx2.f32") {
+  matches_reference(Isa::Avx2, Precision::F32);
+}
+TEST_CASE("Kernel.MatchesReference.avx512.f32") {
+  matches_reference(Isa::Avx512, Precision::F32);
+}
 
-TEST_CASE("Kernel.OddRowLengths.scalar") { odd_rows(Isa::Scalar, Precision::F64); }
-TEST_CASE("Kernel.OddRowLengths.avx2") { odd_rows(Isa::Avx2, Precision::F64); }
-TEST_CASE("Kernel.OddRowLengths.avx512") { odd_rows(Isa::Avx512, Precision::F64); }
-TEST_CASE("Kernel.OddRowLengths.avx2.f32") { odd_rows(Isa::Avx2, Precision::F32); }
-TEST_CASE("Kernel.OddRowLengths.avx512.f32") { odd_rows(Isa::Avx512, Precision::F32); }
+TEST_CASE("Kernel.OddRowLengths.scalar") {
+  odd_rows(Isa::Scalar, Precision::F64);
+}
+TEST_CASE("Kernel.OddRowLengths.avx2") {
+  odd_rows(Isa::Avx2, Precision::F64);
+}
+TEST_CASE("Kernel.OddRowLengths.avx512") {
+  odd_rows(Isa::Avx512, Precision::F64);
+}
+TEST_CASE("Kernel.OddRowLengths.avx2.f32") {
+  odd_rows(Isa::Avx2, Precision::F32);
+}
+TEST_CASE("Kernel.OddRowLengths.avx512.f32") {
+  odd_rows(Isa::Avx512, Precision::F32);
+}
 
-TEST_CASE("Kernel.InteriorAndEdgePoints.scalar") { interior_points(Isa::Scalar, Precision::F64); }
-TEST_CASE("Kernel.InteriorAndEdgePoints.avx2") { interior_points(Isa::Avx2, Precision::F64); }
-TEST_CASE("Kernel.InteriorAndEdgePoints.avx512") { interior_points(Isa::Avx512, Precision::F64); }
+TEST_CASE("Kernel.InteriorAndEdgePoints.scalar") {
+  interior_points(Isa::Scalar, Precision::F64);
+}
+TEST_CASE("Kernel.InteriorAndEdgePoints.avx2") {
+  interior_points(Isa::Avx2, Precision::F64);
+}
+TEST_CASE("Kernel.InteriorAndEdgePoints.avx512") {
+  interior_points(Isa::Avx512, Precision::F64);
+}
 TEST_CASE("Kernel.InteriorAndEdgePoints.avx512.f32") {
   interior_points(Isa::Avx512, Precision::F32);
 }
@@ -210,11 +253,11 @@ TEST_CASE("Kernel.DispatchIsConsistent") {
   const char *env = std::getenv("OVERDRIVE_ISA");
   if (!env) {
     const Isa expect = isa_supported(Isa::Avx512) ? Isa::Avx512
-                       : isa_supported(Isa::Avx2)  ? Isa::Avx2
-                                                   : Isa::Scalar;
+                       : isa_supported(Isa::Avx2) ? Isa::Avx2
+                                                  : Isa::Scalar;
     CHECK(best_isa() == expect);
-  } else if (const auto forced = parse_isa(env); forced && isa_supported(*forced) &&
-                                                 *forced != Isa::Auto) {
+  } else if (const auto forced = parse_isa(env);
+             forced && isa_supported(*forced) && *forced != Isa::Auto) {
     CHECK(best_isa() == *forced);
   }
   // Asking for an ISA the CPU lacks still renders (falls back), here checked on one point.
@@ -246,5 +289,6 @@ TEST_CASE("Png.EncoderSettingsRoundTripAndStaySmall") {
     }
   // The experiment restores the production settings.
   CHECK(encode_png(img) == ours);
-  CHECK_THROWS_AS(detail::encode_png_with(img.rgb, 256, 256, {13, 0, false}), std::invalid_argument);
+  CHECK_THROWS_AS(detail::encode_png_with(img.rgb, 256, 256, {13, 0, false}),
+                  std::invalid_argument);
 }

@@ -119,8 +119,9 @@ TEST_CASE("Render.RowRangesComposeTheImage") {
   const std::size_t row = 96 * 3;
   for (int a = 0; a < 96; a += 17) {
     const int b = std::min(96, a + 17);
-    render_rows(r, a, b, std::span(parts).subspan(static_cast<std::size_t>(a) * row,
-                                                   static_cast<std::size_t>(b - a) * row));
+    render_rows(r, a, b,
+                std::span(parts).subspan(static_cast<std::size_t>(a) * row,
+                                         static_cast<std::size_t>(b - a) * row));
   }
   CHECK(parts == whole.rgb);
 }
@@ -132,8 +133,8 @@ TEST_CASE("Tile.ZoomZeroCoversTheFixedSquare") {
   CHECK(b.im_min == -2.0);
   CHECK(b.im_max == 2.0);
   const TileBounds t = tile_bounds({2, 3, 0});
-  CHECK(t.re_max == 1.5);  // x grows to the right
-  CHECK(t.im_max == 2.0);  // y = 0 is the top row
+  CHECK(t.re_max == 1.5); // x grows to the right
+  CHECK(t.im_max == 2.0); // y = 0 is the top row
 }
 
 TEST_CASE("Tile.ValidityFollowsZoom") {
@@ -157,7 +158,7 @@ TEST_CASE("Tile.ChildrenCoverTheirParentExactly") {
     CHECK(tl.im_max == p.im_max);
     CHECK(br.re_max == p.re_max);
     CHECK(br.im_min == p.im_min);
-    CHECK(tl.re_max == br.re_min);  // children meet in the middle
+    CHECK(tl.re_max == br.re_min); // children meet in the middle
     CHECK(tl.im_min == br.im_max);
   }
 }

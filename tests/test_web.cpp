@@ -12,7 +12,9 @@ using overdrive::test::LoopbackServer;
 
 namespace {
 
-std::vector<std::uint8_t> bytes(const std::string &s) { return {s.begin(), s.end()}; }
+std::vector<std::uint8_t> bytes(const std::string &s) {
+  return {s.begin(), s.end()};
+}
 
 ServerOptions small(int workers = 2) {
   ServerOptions o;
@@ -111,7 +113,7 @@ TEST_CASE("Web.BadRequestsGet4xxWithAReason" * doctest::timeout(60)) {
     REQUIRE(res);
     CHECK(res->status == k.status);
     CHECK(res->body.find(k.says) != std::string::npos);
-    CHECK(std::count(res->body.begin(), res->body.end(), '\n') == 1);  // one line
+    CHECK(std::count(res->body.begin(), res->body.end(), '\n') == 1); // one line
   }
   auto post = c.Post("/tile/1/0/0.png", "", "text/plain");
   REQUIRE(post);
@@ -142,7 +144,8 @@ TEST_CASE("Web.StatsTraceMetricsAndHealth" * doctest::timeout(60)) {
   CHECK(none->body.find("\"events\":[]") != std::string::npos);
   auto metrics = c.Get("/metrics");
   REQUIRE(metrics);
-  CHECK(metrics->body.find("overdrive_jobs_completed_total{executor=\"tbb\"} 1") != std::string::npos);
+  CHECK(metrics->body.find("overdrive_jobs_completed_total{executor=\"tbb\"} 1") !=
+        std::string::npos);
   CHECK(metrics->body.find("# TYPE overdrive_idle_while_waiting_seconds_total counter") !=
         std::string::npos);
   auto page = c.Get("/");
@@ -156,9 +159,11 @@ TEST_CASE("Web.FullQueueGets429WithRetryAfterAtOnce" * doctest::timeout(60)) {
   o.work = {WorkSpec::Kind::Sleep, 3000};
   LoopbackServer s(o);
   // One tile runs, one waits: the queue is full.
-  auto a = std::async(std::launch::async, [&] { return s.client().Get("/tile/0/0/0.png?size=16&iter=10"); });
+  auto a = std::async(std::launch::async,
+                      [&] { return s.client().Get("/tile/0/0/0.png?size=16&iter=10"); });
   REQUIRE(eventually([&] { return s.server.executor(ExecutorKind::Pool).stats().busy == 1; }));
-  auto b = std::async(std::launch::async, [&] { return s.client().Get("/tile/0/0/0.png?size=16&iter=11"); });
+  auto b = std::async(std::launch::async,
+                      [&] { return s.client().Get("/tile/0/0/0.png?size=16&iter=11"); });
   REQUIRE(eventually([&] { return s.server.executor(ExecutorKind::Pool).stats().queued == 1; }));
   const auto t0 = std::chrono::steady_clock::now();
   auto c = s.client().Get("/tile/0/0/0.png?size=16&iter=12");
@@ -182,7 +187,8 @@ TEST_CASE("Web.GracefulStopDeliversTheTileInFlight" * doctest::timeout(60)) {
   ServerOptions o = small(1);
   o.work = {WorkSpec::Kind::Sleep, 800};
   auto s = std::make_unique<LoopbackServer>(o);
-  auto inflight = std::async(std::launch::async, [&] { return s->client().Get("/tile/0/0/0.png?size=16"); });
+  auto inflight =
+      std::async(std::launch::async, [&] { return s->client().Get("/tile/0/0/0.png?size=16"); });
   REQUIRE(eventually([&] { return s->server.executor(ExecutorKind::Pool).stats().busy == 1; }));
   s->server.stop();
   auto r = inflight.get();

@@ -13,7 +13,7 @@ namespace {
 // leading zero (one spelling per value, so one cache entry per tile), fits in int64.
 std::optional<std::int64_t> parse_u64(std::string_view s) noexcept {
   if (s.empty() || s.size() > 19 || (s.size() > 1 && s[0] == '0')) return std::nullopt;
-  if (s[0] < '0' || s[0] > '9') return std::nullopt;  // from_chars takes "-0"
+  if (s[0] < '0' || s[0] > '9') return std::nullopt; // from_chars takes "-0"
   std::int64_t v = 0;
   const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (ec != std::errc{} || ptr != s.data() + s.size() || v < 0) return std::nullopt;
@@ -23,7 +23,8 @@ std::optional<std::int64_t> parse_u64(std::string_view s) noexcept {
 std::string quoted(std::string_view s) {
   // Keep reasons one line and printable, whatever the client sent.
   std::string out = "'";
-  for (char c : s.substr(0, 64)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  for (char c : s.substr(0, 64))
+    out += (c >= 0x20 && c < 0x7f) ? c : '?';
   if (s.size() > 64) out += "...";
   return out + "'";
 }
@@ -44,9 +45,12 @@ std::optional<WorkSpec> parse_work_spec(std::string_view text) noexcept {
 
 std::string to_string(const WorkSpec &work) {
   switch (work.kind) {
-  case WorkSpec::Kind::Sleep: return "sleep:" + std::to_string(work.ms);
-  case WorkSpec::Kind::Spin: return "spin:" + std::to_string(work.ms);
-  case WorkSpec::Kind::None: break;
+  case WorkSpec::Kind::Sleep:
+    return "sleep:" + std::to_string(work.ms);
+  case WorkSpec::Kind::Spin:
+    return "spin:" + std::to_string(work.ms);
+  case WorkSpec::Kind::None:
+    break;
   }
   return "none";
 }
@@ -65,7 +69,8 @@ void perform_work(const WorkSpec &work) {
     const std::int64_t until = cpu_ns() + std::int64_t{work.ms} * 1000000;
     volatile std::uint64_t sink = 0;
     while (cpu_ns() < until)
-      for (int i = 0; i < 1000; ++i) sink = sink + static_cast<std::uint64_t>(i);
+      for (int i = 0; i < 1000; ++i)
+        sink = sink + static_cast<std::uint64_t>(i);
   }
 }
 

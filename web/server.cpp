@@ -4,8 +4,6 @@
 
 #include "web/page.hpp"
 
-#include <httplib.h>
-
 #include <algorithm>
 #include <arpa/inet.h>
 #include <atomic>
@@ -15,11 +13,12 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <httplib.h>
 #include <iostream>
 #include <mutex>
-#include <sstream>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sstream>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <thread>
@@ -77,7 +76,8 @@ public:
 private:
   void advance(Clock::time_point now) {
     const int idle = std::max(0, capacity_ - rendering_);
-    idle_while_waiting_ += std::min(queued_, idle) * std::chrono::duration<double>(now - last_).count();
+    idle_while_waiting_ +=
+        std::min(queued_, idle) * std::chrono::duration<double>(now - last_).count();
     last_ = now;
   }
 
@@ -144,7 +144,7 @@ private:
 struct ConnectionClock {
   Clock::time_point enqueued, started;
   int requests = 0;
-  InlineSeats *seat = nullptr;  // the inline seat this connection holds, released when it closes
+  InlineSeats *seat = nullptr; // the inline seat this connection holds, released when it closes
 };
 thread_local ConnectionClock this_connection;
 
@@ -154,7 +154,7 @@ struct ConnectionState {
   enum class Limit { None, Timeout, HeaderBytes, HeaderLines, LineLength, BadHeader, Stopping };
   int fd = -1;
   bool close_after = false;  // close once this response is written (unread bytes may follow)
-  Limit limit = Limit::None;  // why the last read of the request failed, if it did
+  Limit limit = Limit::None; // why the last read of the request failed, if it did
   bool in_request_line = false;
 };
 thread_local ConnectionState this_conn;
@@ -163,7 +163,7 @@ thread_local bool shed_this_connection = false;
 
 constexpr std::size_t max_header_bytes = 32 * 1024;
 constexpr int max_header_lines = 100;
-constexpr std::size_t max_line_bytes = 8192;  // CPPHTTPLIB_HEADER_MAX_LENGTH, compiled into the .so
+constexpr std::size_t max_line_bytes = 8192; // CPPHTTPLIB_HEADER_MAX_LENGTH, compiled into the .so
 
 // cpp-httplib runs each connection to its end on one thread of this pool. Threads start on demand
 // up to a cap (one per open connection) and retire after 10 s idle beyond a core of 16, so a large
@@ -204,7 +204,8 @@ public:
       zombies.swap(zombies_);
     }
     cv_.notify_one();
-    for (auto &t : zombies) t.join();
+    for (auto &t : zombies)
+      t.join();
   }
 
   void shutdown() override {
@@ -222,8 +223,10 @@ public:
       threads.swap(threads_);
       zombies.swap(zombies_);
     }
-    for (auto &[id, t] : threads) t.join();
-    for (auto &t : zombies) t.join();
+    for (auto &[id, t] : threads)
+      t.join();
+    for (auto &t : zombies)
+      t.join();
     live_out_.store(0, std::memory_order_relaxed);
   }
 
@@ -243,7 +246,7 @@ private:
                                        [this] { return stopping_ || !queue_.empty(); });
         --idle_;
         if (queue_.empty()) {
-          if (stopping_) return;  // stopping and drained
+          if (stopping_) return; // stopping and drained
           if (!woke && static_cast<int>(threads_.size()) > core_) {
             // Retire: someone else joins us (the next enqueue, or shutdown).
             auto node = threads_.extract(std::this_thread::get_id());
@@ -357,7 +360,7 @@ public:
         const char c = buf_[pos_ + i];
         ++header_bytes_;
         if (c == '\n') {
-          if (line_bytes_ <= 1 && lines_ > 0) {  // "\r\n" (or "\n"): end of the headers
+          if (line_bytes_ <= 1 && lines_ > 0) { // "\r\n" (or "\n"): end of the headers
             in_headers_ = false;
             n = i + 1;
             break;
@@ -377,7 +380,7 @@ public:
         }
         if (header_bytes_ > max_header_bytes) return fail(ConnectionState::Limit::HeaderBytes);
         if (lines_ > max_header_lines) return fail(ConnectionState::Limit::HeaderLines);
-        if (lines_ > 0 && line_bytes_ + 1 > max_line_bytes)  // + 1: the '\n'; like httplib's check
+        if (lines_ > 0 && line_bytes_ + 1 > max_line_bytes) // + 1: the '\n'; like httplib's check
           return fail(ConnectionState::Limit::LineLength);
       }
     }
@@ -431,7 +434,7 @@ private:
       pollfd fds[2] = {{fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
       const int r = ::poll(fds, stopping ? 1 : 2, static_cast<int>(left.count()));
       if (r < 0 && errno != EINTR) return -1;
-      if (r <= 0 || fds[0].revents == 0) continue;  // timeout or stop: re-evaluate the bounds
+      if (r <= 0 || fds[0].revents == 0) continue; // timeout or stop: re-evaluate the bounds
       const ssize_t n = ::recv(fd_, buf_, sizeof buf_, 0);
       if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
       if (n > 0) len_ = static_cast<std::size_t>(n);
@@ -474,10 +477,10 @@ private:
 // on), then closes. Best effort, bounded by the write timeout.
 void send_canned(int fd, int status, const char *phrase, const std::string &reason) {
   const std::string body = std::to_string(status) + " " + reason + "\n";
-  const std::string msg = "HTTP/1.1 " + std::to_string(status) + " " + phrase +
-                          "\r\nContent-Type: text/plain\r\nContent-Length: " +
-                          std::to_string(body.size()) + "\r\nConnection: close\r\n" +
-                          (status == 503 ? "Retry-After: 1\r\n" : "") + "\r\n" + body;
+  const std::string msg =
+      "HTTP/1.1 " + std::to_string(status) + " " + phrase +
+      "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
+      "\r\nConnection: close\r\n" + (status == 503 ? "Retry-After: 1\r\n" : "") + "\r\n" + body;
   std::size_t off = 0;
   while (off < msg.size()) {
     pollfd p{fd, POLLOUT, 0};
@@ -537,7 +540,8 @@ public:
   /// Closes the listener and wakes every connection waiting for a request. Idempotent.
   void stop_now() {
     std::int64_t expected = 0;
-    if (stop_at_ns_.compare_exchange_strong(expected, std::max<std::int64_t>(1, to_ns(Clock::now())))) {
+    if (stop_at_ns_.compare_exchange_strong(expected,
+                                            std::max<std::int64_t>(1, to_ns(Clock::now())))) {
       const std::uint64_t one = 1;
       [[maybe_unused]] const auto n = ::write(stop_fd_, &one, sizeof one);
     }
@@ -614,11 +618,12 @@ private:
             linger = true;
             break;
           case ConnectionState::Limit::HeaderBytes:
-            send_canned(sock, 414, "URI Too Long", "request line longer than " +
-                                                       std::to_string(max_header_bytes) + " bytes");
+            send_canned(sock, 414, "URI Too Long",
+                        "request line longer than " + std::to_string(max_header_bytes) + " bytes");
             linger = true;
             break;
-          default: break;
+          default:
+            break;
           }
         }
         break;
@@ -650,7 +655,7 @@ struct TileResult {
   std::vector<std::uint8_t> png;
   double queue_ms = 0, work_ms = 0, render_ms = 0, encode_ms = 0;
   int worker = -1;
-  bool cancelled = false;  // the client left before a worker took the tile
+  bool cancelled = false; // the client left before a worker took the tile
 };
 
 // What the access log prints for the request this thread just answered.
@@ -662,19 +667,32 @@ thread_local LogNote log_note;
 
 std::string reason_phrase(int status) {
   switch (status) {
-  case 400: return "bad request";
-  case 404: return "not found";
-  case 405: return "method not allowed";
-  case 408: return "request timeout";
-  case 413: return "payload too large";
-  case 414: return "URI too long";
-  case 416: return "range not satisfiable";
-  case 429: return "too many requests";
-  case 499: return "client closed the connection";
-  case 431: return "request header fields too large";
-  case 500: return "internal server error";
-  case 503: return "service unavailable";
-  default: return status < 500 ? "client error" : "server error";
+  case 400:
+    return "bad request";
+  case 404:
+    return "not found";
+  case 405:
+    return "method not allowed";
+  case 408:
+    return "request timeout";
+  case 413:
+    return "payload too large";
+  case 414:
+    return "URI too long";
+  case 416:
+    return "range not satisfiable";
+  case 429:
+    return "too many requests";
+  case 499:
+    return "client closed the connection";
+  case 431:
+    return "request header fields too large";
+  case 500:
+    return "internal server error";
+  case 503:
+    return "service unavailable";
+  default:
+    return status < 500 ? "client error" : "server error";
   }
 }
 
@@ -698,7 +716,8 @@ std::string json_escape(std::string_view s) {
 // Client-controlled text for a one-line reason or log line: printable ASCII only, bounded.
 std::string printable(std::string_view s, std::size_t max) {
   std::string out;
-  for (char c : s.substr(0, max)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  for (char c : s.substr(0, max))
+    out += (c >= 0x20 && c < 0x7f) ? c : '?';
   if (s.size() > max) out += "...";
   return out;
 }
@@ -707,7 +726,7 @@ std::string printable(std::string_view s, std::size_t max) {
 
 struct TileServer::Impl {
   ServerOptions opt;
-  std::vector<std::unique_ptr<Executor>> executors;  // indexed by ExecutorKind
+  std::vector<std::unique_ptr<Executor>> executors; // indexed by ExecutorKind
   IoMeter io_meter;
   InlineSeats inline_seats;
   std::atomic<int> io_live{0};
@@ -723,7 +742,7 @@ struct TileServer::Impl {
   // Mean seconds per tile job per executor (exponentially weighted), for Retry-After.
   std::mutex ewma_mu;
   std::array<double, 3> job_seconds{{0.0, 0.0, 0.0}};
-  std::array<std::atomic<std::uint64_t>, 6> responses{};  // 2xx,3xx,4xx(other),429,5xx,503
+  std::array<std::atomic<std::uint64_t>, 6> responses{}; // 2xx,3xx,4xx(other),429,5xx,503
 
   explicit Impl(ServerOptions o)
       : opt(std::move(o)), io_meter(workers_of(opt)), inline_seats(workers_of(opt)) {
@@ -731,12 +750,14 @@ struct TileServer::Impl {
     eo.workers = opt.workers;
     eo.queue_limit = opt.queue_limit;
     eo.split = opt.split;
-    for (ExecutorKind k : all_executor_kinds()) executors.push_back(make_executor(k, eo));
+    for (ExecutorKind k : all_executor_kinds())
+      executors.push_back(make_executor(k, eo));
     setup_routes();
   }
 
   static int workers_of(const ServerOptions &o) {
-    return o.workers > 0 ? o.workers : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    return o.workers > 0 ? o.workers
+                         : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   }
 
   Executor &executor(ExecutorKind k) { return *executors[static_cast<std::size_t>(k)]; }
@@ -748,12 +769,12 @@ struct TileServer::Impl {
     };
     using std::chrono::milliseconds;
     using std::chrono::seconds;
-    svr.configure({seconds(std::max(1, opt.read_timeout_s)),
-                   seconds(std::max(0, opt.keep_alive_timeout_s)),
-                   seconds(std::max(1, opt.read_timeout_s)), seconds(std::max(1, opt.read_timeout_s)),
-                   seconds(std::max(1, opt.request_timeout_s)),
-                   static_cast<std::size_t>(std::max(1, opt.keep_alive_max_count))});
-    svr.set_tcp_nodelay(true);  // headers and body go out in separate writes: avoid Nagle stalls
+    svr.configure(
+        {seconds(std::max(1, opt.read_timeout_s)), seconds(std::max(0, opt.keep_alive_timeout_s)),
+         seconds(std::max(1, opt.read_timeout_s)), seconds(std::max(1, opt.read_timeout_s)),
+         seconds(std::max(1, opt.request_timeout_s)),
+         static_cast<std::size_t>(std::max(1, opt.keep_alive_max_count))});
+    svr.set_tcp_nodelay(true); // headers and body go out in separate writes: avoid Nagle stalls
     svr.set_keep_alive_max_count(static_cast<std::size_t>(std::max(1, opt.keep_alive_max_count)));
     svr.set_keep_alive_timeout(std::max(0, opt.keep_alive_timeout_s));
     svr.set_read_timeout(std::max(1, opt.read_timeout_s), 0);
@@ -764,13 +785,14 @@ struct TileServer::Impl {
       log_note = {};
       using R = httplib::Server::HandlerResponse;
       // A request we answer without reading its body leaves the body in the stream: close.
-      const bool has_body = req.has_header("Transfer-Encoding") ||
-                            (req.has_header("Content-Length") &&
-                             req.get_header_value("Content-Length") != "0");
+      const bool has_body =
+          req.has_header("Transfer-Encoding") ||
+          (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0");
       if (req.version == "HTTP/1.1" && req.get_header_value_count("Host") != 1) {
         close_after(res);
-        reply_error(res, 400, req.has_header("Host") ? "more than one Host header"
-                                                     : "HTTP/1.1 request without a Host header");
+        reply_error(res, 400,
+                    req.has_header("Host") ? "more than one Host header"
+                                           : "HTTP/1.1 request without a Host header");
         return R::Handled;
       }
       const bool tile = req.path.rfind("/tile/", 0) == 0;
@@ -781,8 +803,9 @@ struct TileServer::Impl {
       if (req.method != "GET" && req.method != "HEAD") {
         if (has_body) close_after(res);
         res.set_header("Allow", "GET, HEAD");
-        reply_error(res, 405, "method " + printable(req.method, 16) + " not allowed on " +
-                                  (tile ? "tiles" : printable(req.path, 64)) + " (use GET)");
+        reply_error(res, 405,
+                    "method " + printable(req.method, 16) + " not allowed on " +
+                        (tile ? "tiles" : printable(req.path, 64)) + " (use GET)");
         return R::Handled;
       }
       if (!tile) return R::Unhandled;
@@ -811,45 +834,45 @@ struct TileServer::Impl {
 
     svr.set_error_handler(httplib::Server::HandlerWithResponse(
         [this](const httplib::Request &req, httplib::Response &res) {
-      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-      std::string reason = reason_phrase(res.status);
-      if (res.status == 404) {
-        reason = "no such path: " + printable(req.path, 200);
-      } else {
-        // cpp-httplib answers before routing (malformed or over-long request, body too large):
-        // the stream may hold unread bytes, so this connection closes after the response.
-        this_conn.close_after = true;
-        using L = ConnectionState::Limit;
-        if (res.status == 400 && this_conn.limit == L::Timeout) {
-          res.status = 408;
-          reason = "request headers not received within " +
-                   std::to_string(std::max(1, opt.request_timeout_s)) + " s";
-        } else if (res.status == 400 && this_conn.limit == L::HeaderBytes) {
-          res.status = 431;
-          reason = "request headers longer than " + std::to_string(max_header_bytes) + " bytes";
-        } else if (res.status == 400 && this_conn.limit == L::HeaderLines) {
-          res.status = 431;
-          reason = "more than " + std::to_string(max_header_lines) + " header lines";
-        } else if (res.status == 400 && this_conn.limit == L::LineLength) {
-          res.status = 431;
-          reason = "a header line is longer than " + std::to_string(max_line_bytes) + " bytes";
-        } else if (res.status == 400 && this_conn.limit == L::BadHeader) {
-          reason = "malformed header line (no colon, or folded)";
-        } else if (res.status == 400 && this_conn.limit == L::Stopping) {
-          res.status = 503;
-          reason = "server is shutting down";
-        } else if (res.status == 400) {
-          // Our own handlers always write a body: an empty one means the request did not parse.
-          reason = "malformed request line or header (CRLF line ends, methods in capitals, "
-                   "HTTP/1.0 or HTTP/1.1)";
-        } else if (res.status == 414) {
-          reason = "request line longer than " + std::to_string(max_line_bytes) + " bytes";
-        }
-        res.set_header("Connection", "close");
-      }
-      res.set_content(std::to_string(res.status) + " " + reason + "\n", "text/plain");
-      return httplib::Server::HandlerResponse::Handled;
-    }));
+          if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+          std::string reason = reason_phrase(res.status);
+          if (res.status == 404) {
+            reason = "no such path: " + printable(req.path, 200);
+          } else {
+            // cpp-httplib answers before routing (malformed or over-long request, body too large):
+            // the stream may hold unread bytes, so this connection closes after the response.
+            this_conn.close_after = true;
+            using L = ConnectionState::Limit;
+            if (res.status == 400 && this_conn.limit == L::Timeout) {
+              res.status = 408;
+              reason = "request headers not received within " +
+                       std::to_string(std::max(1, opt.request_timeout_s)) + " s";
+            } else if (res.status == 400 && this_conn.limit == L::HeaderBytes) {
+              res.status = 431;
+              reason = "request headers longer than " + std::to_string(max_header_bytes) + " bytes";
+            } else if (res.status == 400 && this_conn.limit == L::HeaderLines) {
+              res.status = 431;
+              reason = "more than " + std::to_string(max_header_lines) + " header lines";
+            } else if (res.status == 400 && this_conn.limit == L::LineLength) {
+              res.status = 431;
+              reason = "a header line is longer than " + std::to_string(max_line_bytes) + " bytes";
+            } else if (res.status == 400 && this_conn.limit == L::BadHeader) {
+              reason = "malformed header line (no colon, or folded)";
+            } else if (res.status == 400 && this_conn.limit == L::Stopping) {
+              res.status = 503;
+              reason = "server is shutting down";
+            } else if (res.status == 400) {
+              // Our own handlers always write a body: an empty one means the request did not parse.
+              reason = "malformed request line or header (CRLF line ends, methods in capitals, "
+                       "HTTP/1.0 or HTTP/1.1)";
+            } else if (res.status == 414) {
+              reason = "request line longer than " + std::to_string(max_line_bytes) + " bytes";
+            }
+            res.set_header("Connection", "close");
+          }
+          res.set_content(std::to_string(res.status) + " " + reason + "\n", "text/plain");
+          return httplib::Server::HandlerResponse::Handled;
+        }));
     svr.set_exception_handler(
         [](const httplib::Request &req, httplib::Response &res, std::exception_ptr ep) {
           std::string what = "unknown exception";
@@ -876,8 +899,12 @@ struct TileServer::Impl {
   }
 
   void count_response(int status) {
-    std::size_t k = status < 300 ? 0 : status < 400 ? 1 : status == 429 ? 3 : status < 500 ? 2
-                  : status == 503 ? 5 : 4;
+    std::size_t k = status < 300    ? 0
+                    : status < 400  ? 1
+                    : status == 429 ? 3
+                    : status < 500  ? 2
+                    : status == 503 ? 5
+                                    : 4;
     responses[k].fetch_add(1, std::memory_order_relaxed);
   }
 
@@ -945,8 +972,8 @@ struct TileServer::Impl {
       this_connection.seat = &inline_seats;
     }
 
-    const std::string label = std::to_string(q.tile.z) + "/" + std::to_string(q.tile.x) + "/" +
-                              std::to_string(q.tile.y);
+    const std::string label =
+        std::to_string(q.tile.z) + "/" + std::to_string(q.tile.x) + "/" + std::to_string(q.tile.y);
     const WorkSpec work = opt.work;
     // The connection's socket stays open while this thread waits for the job (the 504 bug path
     // below withdraws it before returning), so the job may peek at it.
@@ -972,7 +999,8 @@ struct TileServer::Impl {
           perform_work(work);
           const auto t1 = Clock::now();
           const int w = q.request.view.pixel_width, h = q.request.view.pixel_height;
-          std::vector<std::uint8_t> rgb(static_cast<std::size_t>(w) * static_cast<std::size_t>(h) * 3);
+          std::vector<std::uint8_t> rgb(static_cast<std::size_t>(w) * static_cast<std::size_t>(h) *
+                                        3);
           const std::size_t row = static_cast<std::size_t>(w) * 3;
           ctx.for_rows(0, h, [&](int a, int b) {
             render_rows(q.request, a, b,
@@ -1040,7 +1068,8 @@ struct TileServer::Impl {
     res.set_header("X-Overdrive-Worker", std::to_string(r.worker));
     res.set_header("Cache-Control", "public, max-age=3600");
     log_note.timing = "worker=" + std::to_string(r.worker) + " io=" + fixed3(io_ms) +
-                      " queue=" + fixed3(r.queue_ms) + " render=" + fixed3(r.work_ms + r.render_ms) +
+                      " queue=" + fixed3(r.queue_ms) +
+                      " render=" + fixed3(r.work_ms + r.render_ms) +
                       " encode=" + fixed3(r.encode_ms) + " ms";
     res.set_content(std::string(r.png.begin(), r.png.end()), "image/png");
   }
@@ -1075,8 +1104,9 @@ struct TileServer::Impl {
       Executor &ex = executor(kinds[i]);
       const ExecutorStats s = ex.stats();
       if (i) out += ",";
-      out += "{\"name\":\"" + std::string(ex.name()) + "\",\"workers\":" +
-             std::to_string(ex.workers()) + ",\"last_seq\":" + std::to_string(s.last_seq) +
+      out += "{\"name\":\"" + std::string(ex.name()) +
+             "\",\"workers\":" + std::to_string(ex.workers()) +
+             ",\"last_seq\":" + std::to_string(s.last_seq) +
              ",\"events\":" + to_json(ex.trace_since(since)) + "}";
     }
     out += "]}";
@@ -1092,10 +1122,10 @@ struct TileServer::Impl {
            ",\"io_threads\":" + std::to_string(opt.io_threads) +
            ",\"queue_limit\":" + std::to_string(opt.queue_limit) +
            ",\"split\":" + (opt.split ? "true" : "false") + ",\"work\":\"" +
-           json_escape(to_string(opt.work)) + "\",\"keep_alive_timeout_s\":" +
-           std::to_string(opt.keep_alive_timeout_s) + ",\"request_timeout_s\":" +
-           std::to_string(opt.request_timeout_s) +
-           ",\"isa\":\"" + std::string(to_string(best_isa())) + "\"}";
+           json_escape(to_string(opt.work)) +
+           "\",\"keep_alive_timeout_s\":" + std::to_string(opt.keep_alive_timeout_s) +
+           ",\"request_timeout_s\":" + std::to_string(opt.request_timeout_s) + ",\"isa\":\"" +
+           std::string(to_string(best_isa())) + "\"}";
     out += ",\"io\":{\"threads\":" + std::to_string(opt.io_threads) +
            ",\"queued\":" + std::to_string(io.queued) + ",\"busy\":" + std::to_string(io.busy) +
            ",\"rendering\":" + std::to_string(io.rendering) +
@@ -1122,10 +1152,12 @@ struct TileServer::Impl {
       m << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n";
     };
     std::vector<ExecutorStats> stats;
-    for (auto &e : executors) stats.push_back(e->stats());
+    for (auto &e : executors)
+      stats.push_back(e->stats());
     auto per_exec = [&](const char *name, const char *type, const char *help, auto field) {
       metric(name, type, help);
-      for (const auto &s : stats) m << name << "{executor=\"" << s.name << "\"} " << field(s) << "\n";
+      for (const auto &s : stats)
+        m << name << "{executor=\"" << s.name << "\"} " << field(s) << "\n";
     };
     per_exec("overdrive_jobs_submitted_total", "counter", "Tile jobs submitted.",
              [](const ExecutorStats &s) { return s.submitted; });
@@ -1177,12 +1209,13 @@ struct TileServer::Impl {
   void stop() {
     std::call_once(stop_once, [this] {
       shutting_down = true;
-      inline_seats.stop();  // connections waiting for an inline seat get 503
+      inline_seats.stop(); // connections waiting for an inline seat get 503
       // Closes the listener and joins the connection threads: in-flight tiles finish and are
       // delivered first (their executors keep running until after this).
       svr.stop_now();
       if (listener.joinable()) listener.join();
-      for (auto &e : executors) e->shutdown();
+      for (auto &e : executors)
+        e->shutdown();
       std::lock_guard lock(stop_mu);
       stopped = true;
       stopped_cv.notify_all();
@@ -1192,7 +1225,9 @@ struct TileServer::Impl {
 
 TileServer::TileServer(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
 
-TileServer::~TileServer() { stop(); }
+TileServer::~TileServer() {
+  stop();
+}
 
 int TileServer::start() {
   Impl &im = *impl_;
@@ -1215,16 +1250,24 @@ void TileServer::wait() {
   impl_->stopped_cv.wait(lock, [this] { return impl_->stopped; });
 }
 
-void TileServer::stop() { impl_->stop(); }
+void TileServer::stop() {
+  impl_->stop();
+}
 
-int TileServer::port() const noexcept { return impl_->bound_port; }
+int TileServer::port() const noexcept {
+  return impl_->bound_port;
+}
 
 std::string TileServer::url() const {
   return "http://" + impl_->opt.host + ":" + std::to_string(impl_->bound_port) + "/";
 }
 
-Executor &TileServer::executor(ExecutorKind kind) { return impl_->executor(kind); }
+Executor &TileServer::executor(ExecutorKind kind) {
+  return impl_->executor(kind);
+}
 
-std::string TileServer::stats_json() const { return impl_->stats_json(); }
+std::string TileServer::stats_json() const {
+  return impl_->stats_json();
+}
 
 } // namespace overdrive

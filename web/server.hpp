@@ -45,7 +45,7 @@ struct TileLimits {
 struct TileQuery {
   TileId tile;
   RenderRequest request;
-  std::optional<ExecutorKind> executor;  ///< nullopt = the server's default
+  std::optional<ExecutorKind> executor; ///< nullopt = the server's default
   friend bool operator==(const TileQuery &, const TileQuery &) = default;
 };
 
@@ -76,15 +76,15 @@ TileParse parse_tile_query(std::string_view z, std::string_view x, std::string_v
 ///   once (1 s grace for a request already arriving) and lets in-flight tiles finish.
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;  ///< 0 = an ephemeral port
-  ExecutorKind executor = ExecutorKind::Pool;  ///< Default for requests without ?executor=
-  int workers = 0;                             ///< Per executor; 0 = number of cores
+  int port = 8080;                            ///< 0 = an ephemeral port
+  ExecutorKind executor = ExecutorKind::Pool; ///< Default for requests without ?executor=
+  int workers = 0;                            ///< Per executor; 0 = number of cores
   /// cpp-httplib connection threads (one per open connection), started on demand up to this
   /// cap. The default is large enough that a browser's six keep-alive connections per host never
   /// starve pool and tbb, even beside hundreds of idle or slow connections.
   int io_threads = 1024;
-  std::size_t queue_limit = 0;  ///< Tiles waiting per executor before 429; 0 = unlimited
-  bool split = false;           ///< tbb splits each tile across its workers
+  std::size_t queue_limit = 0; ///< Tiles waiting per executor before 429; 0 = unlimited
+  bool split = false;          ///< tbb splits each tile across its workers
   WorkSpec work;
   int keep_alive_timeout_s = 5;
   int keep_alive_max_count = 100;
@@ -93,7 +93,7 @@ struct ServerOptions {
   int request_timeout_s = 10;
   /// Connections that may wait for a free I/O thread; beyond it, 503 at once. 0 = unlimited.
   std::size_t io_queue_limit = 1024;
-  bool access_log = true;  ///< One line per request on stderr
+  bool access_log = true; ///< One line per request on stderr
 };
 
 /// The HTTP tile server. Construct, start(), then wait() (or stop() from another thread).

@@ -1,16 +1,16 @@
 // run_bench: one in-process TileServer per executor on an ephemeral loopback port (or one
 // external loopback server), a calibration for open-loop rates given as a share of capacity,
 // the runs, and the idle-while-waiting counters of our server around each run.
-#include "bench/loadgen/http_client.hpp"
 #include "bench/loadgen/format.hpp"
+#include "bench/loadgen/http_client.hpp"
 #include "bench/loadgen/loadgen.hpp"
 #include "web/server.hpp"
 
 #include <algorithm>
 #include <atomic>
-#include <future>
 #include <cmath>
 #include <cstdio>
+#include <future>
 #include <stdexcept>
 #include <thread>
 
@@ -52,8 +52,8 @@ double calibrate_cost(const Endpoint &ep, const LoadSpec &spec, const ModelSpec 
     const auto t0 = Clock::now();
     const std::string path = expand_path(spec.path_template, i, spec.zoom);
     if (std::string e = c.get(ep, path, false, deadline, sent, r); !e.empty() || r.status != 200)
-      throw std::runtime_error("calibration: GET " + path + " failed: " +
-                               (e.empty() ? "HTTP " + std::to_string(r.status) : e));
+      throw std::runtime_error("calibration: GET " + path +
+                               " failed: " + (e.empty() ? "HTTP " + std::to_string(r.status) : e));
     latency.push_back(std::chrono::duration<double, std::milli>(r.done - t0).count());
     const ServerTiming st = parse_server_timing(r.header("server-timing"));
     if (st.render && st.encode) server.push_back(*st.render + *st.encode);
@@ -86,7 +86,8 @@ void warm_up(TileServer &server, ExecutorKind kind, const Endpoint &ep, int conn
           "bench-warm-up");
       if (f) done.push_back(std::move(*f));
     }
-    for (auto &f : done) f.wait_for(std::chrono::seconds(10));
+    for (auto &f : done)
+      f.wait_for(std::chrono::seconds(10));
   }
   LoadSpec spec;
   spec.scenario = Scenario::Burst;
@@ -98,7 +99,8 @@ void warm_up(TileServer &server, ExecutorKind kind, const Endpoint &ep, int conn
 }
 
 ExecutorResult run_target(const Endpoint &ep, const BenchOptions &o, LoadSpec spec,
-                          ExecutorResult er, const std::function<std::optional<std::string>()> &stats,
+                          ExecutorResult er,
+                          const std::function<std::optional<std::string>()> &stats,
                           std::optional<std::pair<double, double>> &calibrated) {
   ModelSpec model{er.workers, o.server.split, o.cost_ms};
   er.path_template = spec.path_template;
@@ -109,7 +111,8 @@ ExecutorResult run_target(const Endpoint &ep, const BenchOptions &o, LoadSpec sp
       spec.rate = calibrated->second;
     } else if (o.rate_fraction) {
       const double t = calibrate_cost(ep, spec, model);
-      if (!(t > 0)) throw std::runtime_error("calibration measured a zero cost; give --rate in req/s");
+      if (!(t > 0))
+        throw std::runtime_error("calibration measured a zero cost; give --rate in req/s");
       er.capacity_rps = er.workers / (t / 1000.0);
       spec.rate = *o.rate_fraction * *er.capacity_rps;
       calibrated = std::make_pair(*er.capacity_rps, spec.rate);
@@ -137,16 +140,19 @@ ExecutorResult run_target(const Endpoint &ep, const BenchOptions &o, LoadSpec sp
     }
     analyze_run(run, spec.scenario, model, spec.duration_s);
     if (o.progress) {
-      std::string line = er.executor + " run " + std::to_string(r) + "/" + std::to_string(spec.runs) + ":";
+      std::string line =
+          er.executor + " run " + std::to_string(r) + "/" + std::to_string(spec.runs) + ":";
       if (spec.scenario == Scenario::Open) {
-        line += " " + std::to_string(run.requests.size()) + " sent, " + std::to_string(run.succeeded) +
-                " ok, " + std::to_string(run.rejected) + " rejected";
+        line += " " + std::to_string(run.requests.size()) + " sent, " +
+                std::to_string(run.succeeded) + " ok, " + std::to_string(run.rejected) +
+                " rejected";
         if (run.p99_ms) line += ", p99 " + fmt("%.0f", *run.p99_ms) + " ms";
       } else {
         if (run.last_ms) line += " last " + fmt("%.0f", *run.last_ms) + " ms";
         if (run.efficiency) line += ", efficiency " + fmt("%.2f", *run.efficiency);
         line += ", " + std::to_string(run.late) + " late";
-        if (run.failed + run.rejected) line += ", " + std::to_string(run.failed + run.rejected) + " failed";
+        if (run.failed + run.rejected)
+          line += ", " + std::to_string(run.failed + run.rejected) + " failed";
       }
       o.progress(line);
     }
@@ -187,14 +193,17 @@ BenchReport run_bench(const BenchOptions &o) {
   if (spec.warmup_path.empty()) spec.warmup_path = "/healthz";
   for (const std::string &name : o.executors) {
     const auto kind = parse_executor_kind(name);
-    if (!kind) throw std::invalid_argument("unknown executor '" + name + "' (valid: " + executor_kind_names() + ")");
+    if (!kind)
+      throw std::invalid_argument("unknown executor '" + name +
+                                  "' (valid: " + executor_kind_names() + ")");
     ServerOptions so;
     so.host = "127.0.0.1";
     so.port = 0;
     so.executor = *kind;
     so.workers = o.server.workers;
     // With inline the I/O threads are the workers: N workers means N I/O threads.
-    so.io_threads = o.server.io_threads.value_or(*kind == ExecutorKind::Inline ? o.server.workers : 128);
+    so.io_threads =
+        o.server.io_threads.value_or(*kind == ExecutorKind::Inline ? o.server.workers : 128);
     so.queue_limit = o.server.queue_limit;
     so.split = o.server.split;
     so.work = *work;
@@ -210,7 +219,8 @@ BenchReport run_bench(const BenchOptions &o) {
     er.workers = server.executor(*kind).workers();
     er.io_threads = so.io_threads;
     auto stats = [&server]() { return std::optional<std::string>(server.stats_json()); };
-    report.executors.push_back(run_target(Endpoint{"127.0.0.1", port}, o, spec, std::move(er), stats, calibrated));
+    report.executors.push_back(
+        run_target(Endpoint{"127.0.0.1", port}, o, spec, std::move(er), stats, calibrated));
     server.stop();
   }
   return report;

@@ -28,12 +28,16 @@ std::string lower(std::string_view s) {
 }
 
 std::string trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+    s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
+    s.remove_suffix(1);
   return std::string(s);
 }
 
-std::string errno_text(const char *what) { return std::string(what) + ": " + std::strerror(errno); }
+std::string errno_text(const char *what) {
+  return std::string(what) + ": " + std::strerror(errno);
+}
 
 } // namespace
 
@@ -63,7 +67,8 @@ void Connection::close() noexcept {
 
 std::string Connection::wait_for(short events, Clock::time_point deadline) {
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     if (left.count() <= 0) return "timed out";
     pollfd p{fd_, events, 0};
     const int n = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count() + 1, 60000)));
@@ -124,8 +129,8 @@ std::string Connection::read_some(Clock::time_point deadline, Response &response
 }
 
 std::string Connection::get(const Endpoint &endpoint, const std::string &path, bool close_after,
-                            Clock::time_point deadline, Clock::time_point &sent,
-                            Response &response, std::string *body) {
+                            Clock::time_point deadline, Clock::time_point &sent, Response &response,
+                            std::string *body) {
   response = Response{};
   if (!is_open()) return "not connected";
   auto fail = [this](std::string e) {
@@ -157,7 +162,8 @@ std::string Connection::get(const Endpoint &endpoint, const std::string &path, b
   while ((header_end = buf_.find("\r\n\r\n")) == std::string::npos) {
     if (buf_.size() > max_header_bytes) return fail("response headers too large");
     if (std::string e = read_some(deadline, response, eof); !e.empty()) return fail(e);
-    if (eof) return fail(buf_.empty() ? "connection closed before a response" : "truncated headers");
+    if (eof)
+      return fail(buf_.empty() ? "connection closed before a response" : "truncated headers");
   }
   const std::string_view head(buf_.data(), header_end);
   const auto line_end = head.find("\r\n");
@@ -171,7 +177,8 @@ std::string Connection::get(const Endpoint &endpoint, const std::string &path, b
   bool chunked = false;
   for (std::size_t p = line_end; p != std::string_view::npos && p < head.size();) {
     const auto next = head.find("\r\n", p + 2);
-    const std::string_view line = head.substr(p + 2, next == std::string_view::npos ? std::string_view::npos : next - p - 2);
+    const std::string_view line =
+        head.substr(p + 2, next == std::string_view::npos ? std::string_view::npos : next - p - 2);
     p = next;
     const auto colon = line.find(':');
     if (colon == std::string_view::npos) continue;
@@ -189,7 +196,8 @@ std::string Connection::get(const Endpoint &endpoint, const std::string &path, b
     }
     response.headers.emplace_back(std::move(name), std::move(value));
   }
-  if (status_line.substr(0, 8) == "HTTP/1.0" && lower(response.header("connection")) != "keep-alive")
+  if (status_line.substr(0, 8) == "HTTP/1.0" &&
+      lower(response.header("connection")) != "keep-alive")
     response.keep_alive = false;
   buf_.erase(0, header_end + 4);
 
@@ -198,7 +206,7 @@ std::string Connection::get(const Endpoint &endpoint, const std::string &path, b
   if (no_body) {
     // nothing
   } else if (chunked) {
-    std::size_t pos = 0;  // parse position in buf_
+    std::size_t pos = 0; // parse position in buf_
     std::size_t total = 0;
     for (;;) {
       const auto crlf = buf_.find("\r\n", pos);

@@ -14,10 +14,10 @@ namespace overdrive::loadgen::detail {
 
 struct Response {
   int status = 0;
-  std::vector<std::pair<std::string, std::string>> headers;  ///< Names lower-cased
+  std::vector<std::pair<std::string, std::string>> headers; ///< Names lower-cased
   std::size_t body_bytes = 0;
   Clock::time_point first_byte, done;
-  bool keep_alive = true;  ///< The server left the connection open
+  bool keep_alive = true; ///< The server left the connection open
 
   /// Value of the first header with this (lower-case) name, or "".
   std::string header(std::string_view name) const;

@@ -49,8 +49,7 @@ double efficiency(const std::vector<double> &ideal, const std::vector<double> &m
 /// sorted ascending and paired by rank with the ascending ideal arrivals, the i-th is late when
 /// latency_i - ideal_i >= wave - tolerance. Returned in the order of `measured`. Sizes must match.
 std::vector<bool> needlessly_late(const std::vector<double> &measured,
-                                  const std::vector<double> &ideal, double wave,
-                                  double tolerance);
+                                  const std::vector<double> &ideal, double wave, double tolerance);
 /// Nearest-rank percentile (p in [0, 100]) of unsorted values; nullopt when empty.
 std::optional<double> percentile(std::vector<double> values, double p);
 /// Median (mean of the two middle values for an even count); nullopt when empty.
@@ -70,7 +69,7 @@ ServerTiming parse_server_timing(std::string_view header);
 
 /// A loopback HTTP endpoint.
 struct Endpoint {
-  std::string host = "127.0.0.1";  ///< A dotted IPv4 address in 127.0.0.0/8
+  std::string host = "127.0.0.1"; ///< A dotted IPv4 address in 127.0.0.0/8
   int port = 0;
 };
 /// Parses http://HOST:PORT[/] where HOST is localhost or 127.x.y.z. On failure returns nullopt
@@ -89,21 +88,21 @@ std::string expand_path(std::string_view tmpl, int i, int zoom);
 /// One request. All times are ms after the run's release instant, on Clock; nullopt when the
 /// step did not happen (e.g. no connect on a reused connection, no first byte after a failure).
 struct RequestRecord {
-  int index = 0;  ///< Order of the request in the scenario (path index)
+  int index = 0; ///< Order of the request in the scenario (path index)
   std::string path;
   ConnKind connection = ConnKind::New;
-  double scheduled_ms = 0;  ///< When the scenario wanted it sent (0, or the open-loop arrival)
-  std::optional<double> connect_start_ms, connected_ms;  ///< Only for connections opened for it
+  double scheduled_ms = 0; ///< When the scenario wanted it sent (0, or the open-loop arrival)
+  std::optional<double> connect_start_ms, connected_ms; ///< Only for connections opened for it
   std::optional<double> sent_ms, first_byte_ms, done_ms;
-  int status = 0;     ///< 0 = no response
-  std::string error;  ///< Transport error or timeout, empty if none
+  int status = 0;    ///< 0 = no response
+  std::string error; ///< Transport error or timeout, empty if none
   ServerTiming server;
   std::string executor;  ///< X-Overdrive-Executor, if sent
   int worker = -1;       ///< X-Overdrive-Worker, if sent
-  std::size_t bytes = 0;  ///< Body bytes
+  std::size_t bytes = 0; ///< Body bytes
   // Filled by analyze_run:
-  std::optional<double> ideal_ms;  ///< Ideal arrival of the same rank (successful requests)
-  bool late = false;               ///< Needlessly late (see needlessly_late)
+  std::optional<double> ideal_ms; ///< Ideal arrival of the same rank (successful requests)
+  bool late = false;              ///< Needlessly late (see needlessly_late)
 
   bool ok() const noexcept { return error.empty() && status >= 200 && status < 300; }
   /// done - scheduled, for a successful request.
@@ -112,40 +111,40 @@ struct RequestRecord {
 
 /// Counters sampled from a server's /api/stats (core-seconds, cumulative).
 struct IdleSample {
-  double executor_seconds = 0;  ///< idle_while_waiting_seconds of the executor under test
-  double io_seconds = 0;        ///< io.idle_while_waiting_seconds
+  double executor_seconds = 0; ///< idle_while_waiting_seconds of the executor under test
+  double io_seconds = 0;       ///< io.idle_while_waiting_seconds
 };
 
 /// One run of a scenario, measured and analysed.
 struct RunResult {
-  int run = 1;  ///< 1-based
-  std::int64_t release_ns = 0;  ///< The release instant, ns since Clock's epoch
+  int run = 1;                 ///< 1-based
+  std::int64_t release_ns = 0; ///< The release instant, ns since Clock's epoch
   std::vector<RequestRecord> requests;
   // Closed scenarios (all but open):
-  std::optional<double> cost_ms;  ///< T, the serial cost of one job used by the model
-  std::string cost_source;        ///< "cost-ms", "server-timing" or "min-latency"
+  std::optional<double> cost_ms; ///< T, the serial cost of one job used by the model
+  std::string cost_source;       ///< "cost-ms", "server-timing" or "min-latency"
   std::optional<double> wave_ms;
   std::optional<double> first_ms, last_ms, mean_ms;
   std::optional<double> ideal_total_ms, measured_total_ms, efficiency;
-  int late = 0;  ///< Needlessly late requests
-  int succeeded = 0, rejected = 0, failed = 0;  ///< 2xx; 429/503; everything else
+  int late = 0;                                ///< Needlessly late requests
+  int succeeded = 0, rejected = 0, failed = 0; ///< 2xx; 429/503; everything else
   // Open loop:
   std::optional<double> p50_ms, p90_ms, p99_ms, throughput_rps, offered_rps;
-  double max_send_lag_ms = 0;  ///< Worst (sent - scheduled) of the generator itself
+  double max_send_lag_ms = 0; ///< Worst (sent - scheduled) of the generator itself
   // Our server only:
-  std::optional<double> idle_executor_s, idle_io_s;  ///< Delta of /api/stats over the run
+  std::optional<double> idle_executor_s, idle_io_s; ///< Delta of /api/stats over the run
 };
 
 /// Parameters of the load (the client side).
 struct LoadSpec {
   Scenario scenario = Scenario::Seed;
-  int requests = 5;        ///< K (closed scenarios)
+  int requests = 5; ///< K (closed scenarios)
   int runs = 5;
-  double rate = 10;        ///< Open loop: arrivals per second
-  double duration_s = 10;  ///< Open loop
-  std::uint64_t seed = 1;  ///< Open loop
-  double timeout_s = 30;   ///< Bound on each request, from its scheduled time
-  bool close_after = false;  ///< Close each released request's connection after its response
+  double rate = 10;         ///< Open loop: arrivals per second
+  double duration_s = 10;   ///< Open loop
+  std::uint64_t seed = 1;   ///< Open loop
+  double timeout_s = 30;    ///< Bound on each request, from its scheduled time
+  bool close_after = false; ///< Close each released request's connection after its response
   int browser_connections = 6;
   std::string warmup_path;   ///< Seed: the warm-up request; empty = the first tile path
   std::string path_template; ///< With {i} {x} {y} {z}
@@ -156,7 +155,7 @@ struct LoadSpec {
 struct ModelSpec {
   int workers = 4;
   bool split = false;
-  std::optional<double> cost_ms;  ///< Fixes T instead of measuring it
+  std::optional<double> cost_ms; ///< Fixes T instead of measuring it
 };
 
 /// Runs one run of spec against endpoint and returns the raw records (no analysis). Every
@@ -175,9 +174,9 @@ std::optional<IdleSample> parse_idle_sample(std::string_view stats_json, std::st
 /// Options of the in-process servers (ignored for an external --url).
 struct ServerSpec {
   int workers = 4;
-  std::optional<int> io_threads;  ///< nullopt = workers for inline, 128 for pool/tbb
+  std::optional<int> io_threads; ///< nullopt = workers for inline, 128 for pool/tbb
   std::size_t queue_limit = 0;
-  std::string work = "sleep:2000";  ///< none, sleep:MS or spin:MS
+  std::string work = "sleep:2000"; ///< none, sleep:MS or spin:MS
   bool split = false;
   int keep_alive_timeout_s = 5;
   int iter = 2048;
@@ -188,28 +187,28 @@ struct BenchOptions {
   LoadSpec load;
   ServerSpec server;
   std::vector<std::string> executors = {"inline", "tbb", "pool"};
-  std::optional<Endpoint> url;  ///< Drive this server instead of in-process ones
+  std::optional<Endpoint> url; ///< Drive this server instead of in-process ones
   std::optional<double> cost_ms;
-  std::optional<double> rate_fraction;  ///< Open loop: rate as a fraction of capacity (workers/T)
-  std::function<void(const std::string &)> progress;  ///< One line per run, e.g. to stderr
+  std::optional<double> rate_fraction; ///< Open loop: rate as a fraction of capacity (workers/T)
+  std::function<void(const std::string &)> progress; ///< One line per run, e.g. to stderr
 };
 
 /// Everything a bench produced, per executor (or one entry for an external server).
 struct ExecutorResult {
-  std::string executor;  ///< "inline", "tbb", "pool" or "external"
+  std::string executor; ///< "inline", "tbb", "pool" or "external"
   int workers = 0;
   std::optional<int> io_threads;
   std::string path_template;
   /// Open loop: workers / T, calibrated once on the first target (every executor then gets the
   /// same rate, hence the same arrival schedule).
   std::optional<double> capacity_rps;
-  std::optional<double> rate;          ///< Open loop: the rate used
+  std::optional<double> rate; ///< Open loop: the rate used
   std::vector<RunResult> runs;
 };
 
 struct BenchReport {
   BenchOptions options;
-  std::string target;  ///< "in-process" or the URL
+  std::string target; ///< "in-process" or the URL
   std::vector<ExecutorResult> executors;
 };
 

@@ -14,28 +14,37 @@ namespace overdrive::loadgen {
 
 std::string_view to_string(Scenario s) noexcept {
   switch (s) {
-  case Scenario::Seed: return "seed";
-  case Scenario::Burst: return "burst";
-  case Scenario::Preconnect: return "preconnect";
-  case Scenario::Browser: return "browser";
-  case Scenario::Open: return "open";
+  case Scenario::Seed:
+    return "seed";
+  case Scenario::Burst:
+    return "burst";
+  case Scenario::Preconnect:
+    return "preconnect";
+  case Scenario::Browser:
+    return "browser";
+  case Scenario::Open:
+    return "open";
   }
   return "?";
 }
 
 std::optional<Scenario> parse_scenario(std::string_view name) noexcept {
-  for (Scenario s : {Scenario::Seed, Scenario::Burst, Scenario::Preconnect, Scenario::Browser,
-                     Scenario::Open})
+  for (Scenario s :
+       {Scenario::Seed, Scenario::Burst, Scenario::Preconnect, Scenario::Browser, Scenario::Open})
     if (to_string(s) == name) return s;
   return std::nullopt;
 }
 
 std::string_view to_string(ConnKind k) noexcept {
   switch (k) {
-  case ConnKind::Warm: return "warm";
-  case ConnKind::New: return "new";
-  case ConnKind::Preconnected: return "preconnected";
-  case ConnKind::Reused: return "reused";
+  case ConnKind::Warm:
+    return "warm";
+  case ConnKind::New:
+    return "new";
+  case ConnKind::Preconnected:
+    return "preconnected";
+  case ConnKind::Reused:
+    return "reused";
   }
   return "?";
 }
@@ -65,8 +74,7 @@ double efficiency(const std::vector<double> &ideal, const std::vector<double> &m
 }
 
 std::vector<bool> needlessly_late(const std::vector<double> &measured,
-                                  const std::vector<double> &ideal, double wave,
-                                  double tolerance) {
+                                  const std::vector<double> &ideal, double wave, double tolerance) {
   if (measured.size() != ideal.size())
     throw std::invalid_argument("needlessly_late: one ideal arrival per measured latency");
   std::vector<std::size_t> order(measured.size());
@@ -116,8 +124,10 @@ std::vector<double> poisson_arrivals(double rate, double duration_s, std::uint64
 namespace {
 
 std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+    s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+    s.remove_suffix(1);
   return s;
 }
 
@@ -145,18 +155,22 @@ ServerTiming parse_server_timing(std::string_view header) {
     std::optional<double> dur;
     for (std::size_t p = semi; p != std::string_view::npos;) {
       const auto next = entry.find(';', p + 1);
-      const std::string_view param = trim(entry.substr(p + 1, next == std::string_view::npos
-                                                                  ? std::string_view::npos
-                                                                  : next - p - 1));
+      const std::string_view param = trim(entry.substr(
+          p + 1, next == std::string_view::npos ? std::string_view::npos : next - p - 1));
       if (param.substr(0, 4) == "dur=") dur = parse_double(param.substr(4));
       p = next;
     }
     if (!dur) continue;
-    if (name == "io") t.io = dur;
-    else if (name == "queue") t.queue = dur;
-    else if (name == "render") t.render = dur;
-    else if (name == "encode") t.encode = dur;
-    else if (name == "work") t.work = dur;
+    if (name == "io")
+      t.io = dur;
+    else if (name == "queue")
+      t.queue = dur;
+    else if (name == "render")
+      t.render = dur;
+    else if (name == "encode")
+      t.encode = dur;
+    else if (name == "work")
+      t.work = dur;
   }
   return t;
 }
@@ -185,7 +199,8 @@ std::optional<Endpoint> parse_loopback_url(std::string_view url, std::string &er
   }
   const std::string_view host = rest.substr(0, colon), port_text = rest.substr(colon + 1);
   int port = 0;
-  const auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  const auto [ptr, ec] =
+      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (ec != std::errc{} || ptr != port_text.data() + port_text.size() || port < 1 || port > 65535) {
     error = "--url: port '" + std::string(port_text) + "' is not in 1..65535";
     return std::nullopt;
@@ -224,7 +239,8 @@ std::string check_path_template(std::string_view tmpl) {
   if (tmpl.empty() || tmpl.front() != '/') return "--path-template must start with '/'";
   for (std::size_t i = 0; i < tmpl.size(); ++i) {
     const auto c = static_cast<unsigned char>(tmpl[i]);
-    if (c <= 0x20 || c >= 0x7f) return "--path-template must not contain spaces or control characters";
+    if (c <= 0x20 || c >= 0x7f)
+      return "--path-template must not contain spaces or control characters";
     if (c == '}') return "--path-template has an unmatched '}'";
     if (c != '{') continue;
     const auto close = tmpl.find('}', i);
@@ -247,11 +263,16 @@ std::string expand_path(std::string_view tmpl, int i, int zoom) {
       const auto close = tmpl.find('}', p);
       if (close != std::string_view::npos) {
         const std::string_view name = tmpl.substr(p + 1, close - p - 1);
-        if (name == "i") out += std::to_string(i);
-        else if (name == "x") out += std::to_string(cell % side);
-        else if (name == "y") out += std::to_string(cell / side);
-        else if (name == "z") out += std::to_string(zoom);
-        else out += tmpl.substr(p, close - p + 1);
+        if (name == "i")
+          out += std::to_string(i);
+        else if (name == "x")
+          out += std::to_string(cell % side);
+        else if (name == "y")
+          out += std::to_string(cell / side);
+        else if (name == "z")
+          out += std::to_string(zoom);
+        else
+          out += tmpl.substr(p, close - p + 1);
         p = close;
         continue;
       }
@@ -272,8 +293,9 @@ std::optional<IdleSample> parse_idle_sample(std::string_view json, std::string_v
     const auto k = json.find(key, from);
     if (k == std::string_view::npos) return std::nullopt;
     std::size_t b = k + key.size(), e = b;
-    while (e < json.size() && (std::isdigit(static_cast<unsigned char>(json[e])) || json[e] == '.' ||
-                               json[e] == '-' || json[e] == 'e' || json[e] == 'E' || json[e] == '+'))
+    while (e < json.size() &&
+           (std::isdigit(static_cast<unsigned char>(json[e])) || json[e] == '.' || json[e] == '-' ||
+            json[e] == 'e' || json[e] == 'E' || json[e] == '+'))
       ++e;
     return parse_double(json.substr(b, e - b));
   };
@@ -298,7 +320,8 @@ void analyze_run(RunResult &run, Scenario scenario, const ModelSpec &model, doub
       ++run.succeeded;
       lat.push_back(*r.latency_ms());
       ok_index.push_back(j);
-      if (r.server.render && r.server.encode) server_cost.push_back(*r.server.render + *r.server.encode);
+      if (r.server.render && r.server.encode)
+        server_cost.push_back(*r.server.render + *r.server.encode);
     } else if (r.error.empty() && (r.status == 429 || r.status == 503)) {
       ++run.rejected;
     } else {
@@ -332,21 +355,23 @@ void analyze_run(RunResult &run, Scenario scenario, const ModelSpec &model, doub
     run.cost_ms = model.split ? *m * model.workers : *m;
     run.cost_source = "server-timing";
   } else {
-    run.cost_ms = run.first_ms;  // the first arrival waited for nothing: about one job
+    run.cost_ms = run.first_ms; // the first arrival waited for nothing: about one job
     if (model.split) *run.cost_ms *= model.workers;
     run.cost_source = "min-latency";
   }
-  const auto ideal = ideal_arrivals(static_cast<int>(lat.size()), model.workers, *run.cost_ms,
-                                    model.split);
+  const auto ideal =
+      ideal_arrivals(static_cast<int>(lat.size()), model.workers, *run.cost_ms, model.split);
   run.wave_ms = wave_ms(model.workers, *run.cost_ms, model.split);
   run.ideal_total_ms = std::accumulate(ideal.begin(), ideal.end(), 0.0);
   run.measured_total_ms = std::accumulate(lat.begin(), lat.end(), 0.0);
   run.efficiency = efficiency(ideal, lat);
-  const auto late = needlessly_late(lat, ideal, *run.wave_ms, late_tolerance_fraction * *run.wave_ms);
+  const auto late =
+      needlessly_late(lat, ideal, *run.wave_ms, late_tolerance_fraction * *run.wave_ms);
   // The ideal arrival of each request's rank, for the timeline marks.
   std::vector<std::size_t> order(lat.size());
   std::iota(order.begin(), order.end(), std::size_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return lat[a] < lat[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return lat[a] < lat[b]; });
   for (std::size_t rank = 0; rank < order.size(); ++rank) {
     RequestRecord &r = run.requests[ok_index[order[rank]]];
     r.ideal_ms = ideal[rank] + r.scheduled_ms;

@@ -18,14 +18,17 @@ std::string pad(std::string s, std::size_t w) {
   return s;
 }
 
-bool closed(Scenario s) { return s != Scenario::Open; }
+bool closed(Scenario s) {
+  return s != Scenario::Open;
+}
 
 // The run a one-run view shows: the median-efficiency run (closed), else the first.
 const RunResult *representative(const ExecutorResult &e, Scenario s) {
   if (e.runs.empty()) return nullptr;
   if (!closed(s)) return &e.runs.front();
   std::vector<const RunResult *> v;
-  for (const auto &r : e.runs) v.push_back(&r);
+  for (const auto &r : e.runs)
+    v.push_back(&r);
   std::stable_sort(v.begin(), v.end(), [](const RunResult *a, const RunResult *b) {
     return a->efficiency.value_or(0) < b->efficiency.value_or(0);
   });
@@ -44,7 +47,8 @@ std::string arrival_groups(const RunResult &r, bool seconds, std::size_t max_wid
   for (std::size_t i = 0; i < lat.size();) {
     std::size_t j = i;
     double sum = 0;
-    while (j < lat.size() && lat[j] - lat[i] <= gap) sum += lat[j++];
+    while (j < lat.size() && lat[j] - lat[i] <= gap)
+      sum += lat[j++];
     const double mean = sum / static_cast<double>(j - i);
     groups.push_back(std::to_string(j - i) + "x" +
                      (seconds ? fmt("%.2f", mean / 1000) : fmt("%.0f", mean)));
@@ -79,8 +83,10 @@ std::string to_table(const BenchReport &rep) {
   const Scenario sc = o.load.scenario;
   std::ostringstream out;
   out << "overdrive bench: scenario " << to_string(sc) << ", target " << rep.target;
-  if (closed(sc)) out << ", K=" << o.load.requests;
-  else out << ", duration " << o.load.duration_s << " s, seed " << o.load.seed;
+  if (closed(sc))
+    out << ", K=" << o.load.requests;
+  else
+    out << ", duration " << o.load.duration_s << " s, seed " << o.load.seed;
   if (!o.url)
     out << ", work " << o.server.work << (o.server.split ? ", split" : "") << ", queue limit "
         << o.server.queue_limit << ", keep-alive " << o.server.keep_alive_timeout_s << " s";
@@ -89,7 +95,8 @@ std::string to_table(const BenchReport &rep) {
   if (closed(sc)) {
     double max_ms = 0;
     for (const auto &e : rep.executors)
-      for (const auto &r : e.runs) max_ms = std::max(max_ms, r.last_ms.value_or(0));
+      for (const auto &r : e.runs)
+        max_ms = std::max(max_ms, r.last_ms.value_or(0));
     const bool secs = max_ms >= 1000;
     const double sc_ = secs ? 0.001 : 1.0;
     const char *f = secs ? "%.2f" : "%.0f";
@@ -137,7 +144,8 @@ std::string to_table(const BenchReport &rep) {
     for (const auto &e : rep.executors)
       for (const auto &r : e.runs) {
         int n429 = 0;
-        for (const auto &q : r.requests) n429 += q.status == 429 ? 1 : 0;
+        for (const auto &q : r.requests)
+          n429 += q.status == 429 ? 1 : 0;
         out << pad(e.executor, 9) << pad(std::to_string(e.workers), 4)
             << pad(e.io_threads ? std::to_string(*e.io_threads) : "-", 5)
             << pad(std::to_string(r.run), 4) << pad(opt_fmt("%.1f", e.capacity_rps), 11)
@@ -276,7 +284,9 @@ std::string to_json(const BenchReport &rep) {
   j.key("load").open('{');
   j.field("requests", o.load.requests).field("runs", o.load.runs);
   j.field("rate", o.load.rate).field("rate_fraction", o.rate_fraction);
-  j.field("duration_s", o.load.duration_s).key("seed").value(static_cast<std::uint64_t>(o.load.seed), true);
+  j.field("duration_s", o.load.duration_s)
+      .key("seed")
+      .value(static_cast<std::uint64_t>(o.load.seed), true);
   j.field("timeout_s", o.load.timeout_s);
   j.field("connection", o.load.close_after ? "close" : "keep-alive");
   j.field("browser_connections", o.load.browser_connections);
@@ -309,8 +319,9 @@ std::string to_json(const BenchReport &rep) {
     }
     j.key("summary").open('{');
     j.field("runs", static_cast<int>(e.runs.size())).field("median_efficiency", median(effs));
-    j.field("min_efficiency", effs.empty() ? std::optional<double>()
-                                           : std::optional<double>(*std::min_element(effs.begin(), effs.end())));
+    j.field("min_efficiency",
+            effs.empty() ? std::optional<double>()
+                         : std::optional<double>(*std::min_element(effs.begin(), effs.end())));
     j.field("late", late);
     j.close('}');
     j.key("runs").open('[');
@@ -364,11 +375,20 @@ std::string xml(std::string_view s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-    case '&': out += "&amp;"; break;
-    case '<': out += "&lt;"; break;
-    case '>': out += "&gt;"; break;
-    case '"': out += "&quot;"; break;
-    default: out += c;
+    case '&':
+      out += "&amp;";
+      break;
+    case '<':
+      out += "&lt;";
+      break;
+    case '>':
+      out += "&gt;";
+      break;
+    case '"':
+      out += "&quot;";
+      break;
+    default:
+      out += c;
     }
   }
   return out;
@@ -455,9 +475,12 @@ std::string to_svg(const BenchReport &rep) {
       if (closed(sc) && e.runs.size() > 1) head += " (median efficiency)";
       if (r->efficiency) head += ", efficiency " + fmt("%.2f", *r->efficiency);
       if (closed(sc)) head += ", " + std::to_string(r->late) + " late";
-      if (r->p99_ms) head += ", p50 " + fmt("%.0f", r->p50_ms.value_or(0)) + " / p99 " + fmt("%.0f", *r->p99_ms) + " ms";
+      if (r->p99_ms)
+        head += ", p50 " + fmt("%.0f", r->p50_ms.value_or(0)) + " / p99 " +
+                fmt("%.0f", *r->p99_ms) + " ms";
       if (r->idle_executor_s && r->idle_io_s)
-        head += ", idle while waiting " + fmt("%.2f", *r->idle_executor_s + *r->idle_io_s) + " core-s";
+        head +=
+            ", idle while waiting " + fmt("%.2f", *r->idle_executor_s + *r->idle_io_s) + " core-s";
     }
     y += 8;
     body << "<text x=\"10\" y=\"" << y << "\" font-size=\"13\" font-weight=\"bold\">" << xml(head)
@@ -528,8 +551,8 @@ std::string to_svg(const BenchReport &rep) {
              << "\" text-anchor=\"end\"" << (q.late || !q.ok() ? " fill=\"#c1121f\"" : "") << ">"
              << xml(label) << (q.late ? " late" : "") << "</text>\n";
       } else if (!q.ok() || q.late) {
-        body << "<rect x=\"" << left - 8 << "\" y=\"" << fmt("%.1f", ry) << "\" width=\"5\" height=\""
-             << fmt("%.1f", bar) << "\" fill=\"#c1121f\"/>\n";
+        body << "<rect x=\"" << left - 8 << "\" y=\"" << fmt("%.1f", ry)
+             << "\" width=\"5\" height=\"" << fmt("%.1f", bar) << "\" fill=\"#c1121f\"/>\n";
       }
     }
     y = top + row * static_cast<double>(n) + 4;

@@ -82,7 +82,8 @@ void perform(const Endpoint &ep, Connection &conn, bool connect_first, bool clos
   Clock::time_point sent{};
   const std::string err = conn.get(ep, rec.path, close_after, deadline, sent, resp);
   if (sent != Clock::time_point{}) rec.sent_ms = ms_after(release, sent);
-  if (resp.first_byte != Clock::time_point{}) rec.first_byte_ms = ms_after(release, resp.first_byte);
+  if (resp.first_byte != Clock::time_point{})
+    rec.first_byte_ms = ms_after(release, resp.first_byte);
   if (!err.empty()) {
     rec.error = err;
     return;
@@ -130,8 +131,9 @@ RunResult run_scenario_once(const Endpoint &ep, const LoadSpec &spec, int run) {
     if (seed) {
       // One keep-alive connection, warmed up by one request, then left idle until the release.
       const auto deadline = Clock::now() + timeout;
-      const std::string warm_path =
-          spec.warmup_path.empty() ? expand_path(spec.path_template, 0, spec.zoom) : spec.warmup_path;
+      const std::string warm_path = spec.warmup_path.empty()
+                                        ? expand_path(spec.path_template, 0, spec.zoom)
+                                        : spec.warmup_path;
       std::string err = conns[0].connect(ep, deadline);
       Response r;
       Clock::time_point sent;
@@ -147,7 +149,8 @@ RunResult run_scenario_once(const Endpoint &ep, const LoadSpec &spec, int run) {
     }
     // Connect-ahead for preconnect, before anything is released: errors land in the record.
     // (Times before the release instant are stored relative to it once it is known.)
-    std::vector<std::pair<Clock::time_point, Clock::time_point>> pre_times(static_cast<std::size_t>(k));
+    std::vector<std::pair<Clock::time_point, Clock::time_point>> pre_times(
+        static_cast<std::size_t>(k));
     std::vector<std::string> pre_errors(static_cast<std::size_t>(k));
     if (pre) {
       const auto deadline = Clock::now() + timeout;
@@ -178,7 +181,7 @@ RunResult run_scenario_once(const Endpoint &ep, const LoadSpec &spec, int run) {
     }
     out.release_ns = overdrive::to_ns(gate.open());
     group.join();
-    break;  // conns close here: every connection stays open until the whole run is over
+    break; // conns close here: every connection stays open until the whole run is over
   }
   case Scenario::Browser: {
     out.requests = make_records(spec, k, ConnKind::New);
@@ -207,7 +210,8 @@ RunResult run_scenario_once(const Endpoint &ep, const LoadSpec &spec, int run) {
     const int n = static_cast<int>(arrivals.size());
     out.requests = make_records(spec, n, ConnKind::New);
     for (int i = 0; i < n; ++i)
-      out.requests[static_cast<std::size_t>(i)].scheduled_ms = arrivals[static_cast<std::size_t>(i)] * 1000.0;
+      out.requests[static_cast<std::size_t>(i)].scheduled_ms =
+          arrivals[static_cast<std::size_t>(i)] * 1000.0;
     // Each arrival is a new client on a new connection, closed after its response. A pool of
     // client threads takes arrivals in order; a thread sleeps until its arrival's time, so the
     // schedule holds unless every thread is busy (then max_send_lag_ms shows it).
@@ -219,8 +223,9 @@ RunResult run_scenario_once(const Endpoint &ep, const LoadSpec &spec, int run) {
         const auto release = gate.arrive_and_wait();
         for (int i; (i = next.fetch_add(1)) < n;) {
           RequestRecord &rec = out.requests[static_cast<std::size_t>(i)];
-          const auto at = release + std::chrono::duration_cast<Clock::duration>(
-                                        std::chrono::duration<double, std::milli>(rec.scheduled_ms));
+          const auto at =
+              release + std::chrono::duration_cast<Clock::duration>(
+                            std::chrono::duration<double, std::milli>(rec.scheduled_ms));
           std::this_thread::sleep_until(at);
           Connection conn;
           perform(ep, conn, true, true, rec, release, at + timeout);

@@ -70,8 +70,7 @@ private:
 
 /// Polls pred (yielding) until it holds or the limit passes; returns its last value. For states
 /// that no event signals, e.g. a stats() counter.
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = kWaitLimit) {
+template <typename Pred> bool eventually(Pred pred, std::chrono::milliseconds limit = kWaitLimit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   while (!pred()) {
     if (std::chrono::steady_clock::now() > deadline) return pred();
@@ -93,10 +92,10 @@ public:
   /// Submits job; the acceptance is known at once unless threaded.
   void submit(Job job, std::string label = {}) {
     if (threaded_) {
-      results_.push_back(std::async(std::launch::async,
-                                    [this, job = std::move(job), label = std::move(label)] {
-                                      return executor_.submit(job, label);
-                                    }));
+      results_.push_back(
+          std::async(std::launch::async, [this, job = std::move(job), label = std::move(label)] {
+            return executor_.submit(job, label);
+          }));
     } else {
       std::promise<bool> accepted;
       accepted.set_value(executor_.submit(std::move(job), std::move(label)));

@@ -10,26 +10,27 @@
 namespace overdrive::test {
 
 struct Run {
-  int status = -1;     ///< exit status, -1 if killed by a signal
-  std::string output;  ///< stdout and stderr together
+  int status = -1;    ///< exit status, -1 if killed by a signal
+  std::string output; ///< stdout and stderr together
 };
 
 inline std::string shell_quote(const std::string &s) {
   std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  for (char c : s)
+    q += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return q + "'";
 }
 
 /// `overdrive ARGS` (ARGS is shell text); the CLI itself must never hang, so 60 s bound it.
 inline Run run_overdrive(const std::string &args) {
-  const std::string cmd =
-      "timeout 60 " + shell_quote(OVERDRIVE_BIN_PATH) + " " + args + " 2>&1";
+  const std::string cmd = "timeout 60 " + shell_quote(OVERDRIVE_BIN_PATH) + " " + args + " 2>&1";
   Run r;
   FILE *p = popen(cmd.c_str(), "r");
   REQUIRE(p != nullptr);
   char buf[4096];
   std::size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0)
+    r.output.append(buf, n);
   const int st = pclose(p);
   r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;

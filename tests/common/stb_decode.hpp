@@ -24,7 +24,7 @@ namespace overdrive::test {
 
 struct Decoded {
   int width = 0, height = 0, channels = 0;
-  std::vector<std::uint8_t> pixels;  ///< RGB, as stored in the file
+  std::vector<std::uint8_t> pixels; ///< RGB, as stored in the file
 };
 
 inline Decoded decode_png(const std::vector<std::uint8_t> &png) {
@@ -32,7 +32,8 @@ inline Decoded decode_png(const std::vector<std::uint8_t> &png) {
   unsigned char *p = stbi_load_from_memory(png.data(), static_cast<int>(png.size()), &d.width,
                                            &d.height, &d.channels, 3);
   if (!p) return {};
-  d.pixels.assign(p, p + static_cast<std::size_t>(d.width) * static_cast<std::size_t>(d.height) * 3);
+  d.pixels.assign(p,
+                  p + static_cast<std::size_t>(d.width) * static_cast<std::size_t>(d.height) * 3);
   stbi_image_free(p);
   return d;
 }

@@ -36,14 +36,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
   std::multimap<std::string, std::string> params;
   for (std::size_t i = 3; i < lines.size(); ++i) {
     const auto eq = lines[i].find('=');
-    params.emplace(std::string(lines[i].substr(0, eq)),
-                   eq == std::string_view::npos ? std::string() : std::string(lines[i].substr(eq + 1)));
+    params.emplace(std::string(lines[i].substr(0, eq)), eq == std::string_view::npos
+                                                            ? std::string()
+                                                            : std::string(lines[i].substr(eq + 1)));
   }
   const TileParse p = parse_tile_query(z, x, y, params);
   if (!p.query) {
     OVERDRIVE_FUZZ_CHECK(!p.error.empty());
     OVERDRIVE_FUZZ_CHECK(p.error.size() < 400);
-    for (char c : p.error) OVERDRIVE_FUZZ_CHECK(c >= 0x20 && c < 0x7f);  // one printable line
+    for (char c : p.error)
+      OVERDRIVE_FUZZ_CHECK(c >= 0x20 && c < 0x7f); // one printable line
   } else {
     const TileQuery &q = *p.query;
     OVERDRIVE_FUZZ_CHECK(p.error.empty());
@@ -57,8 +59,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
                          TileLimits::max_work);
     OVERDRIVE_FUZZ_CHECK(q.request.view == tile_viewport(q.tile, s));
     // The canonical spelling parses to the same query.
-    std::multimap<std::string, std::string> canon = {
-        {"iter", std::to_string(q.request.max_iter)}, {"size", std::to_string(s)}};
+    std::multimap<std::string, std::string> canon = {{"iter", std::to_string(q.request.max_iter)},
+                                                     {"size", std::to_string(s)}};
     if (q.executor) canon.emplace("executor", std::string(to_string(*q.executor)));
     for (const auto &[k, v] : params)
       if (k == "palette" || k == "precision") canon.emplace(k, v);
