@@ -132,7 +132,7 @@ int run_render(const RenderArgs &a) {
 
   // Bands of rows are the unit of parallel work: small enough to balance the uneven cost of
   // rows near the set, large enough that a band costs far more than submitting it.
-  const int band = std::clamp(h / (executor->workers() * 16), 1, 64);
+  const int band = std::clamp(h / (executor->workers() * 64), 1, 16);
   const bool progress = isatty(STDERR_FILENO) != 0;
   const auto row_bytes = static_cast<std::size_t>(w) * 3;
   const auto t0 = std::chrono::steady_clock::now();
@@ -164,6 +164,7 @@ int run_render(const RenderArgs &a) {
   if (progress) std::fprintf(stderr, "\r               \r");
   const auto t1 = std::chrono::steady_clock::now();
   executor->shutdown();
+  const ExecutorStats es = executor->stats();
   const auto png = encode_png(img);
   const auto t2 = std::chrono::steady_clock::now();
   file.write(reinterpret_cast<const char *>(png.data()), static_cast<std::streamsize>(png.size()));
@@ -178,12 +179,20 @@ int run_render(const RenderArgs &a) {
         line, sizeof line,
         "{\"executor\":\"%s\",\"workers\":%d,\"split\":%s,\"width\":%d,\"height\":%d,"
         "\"max_iter\":%d,\"precision\":\"%s\",\"isa\":\"%s\",\"iterations\":%llu,"
-        "\"render_ms\":%.3f,\"encode_ms\":%.3f,\"png_bytes\":%zu}",
+        "\"render_ms\":%.3f,\"encode_ms\":%.3f,\"png_bytes\":%zu,\"bands\":%zu,\"busy_ms\":[",
         std::string(executor->name()).c_str(), executor->workers(), a.split ? "true" : "false", w,
         h, req.max_iter, std::string(to_string(req.precision)).c_str(),
         std::string(to_string(req.isa == Isa::Auto ? best_isa() : req.isa)).c_str(),
-        static_cast<unsigned long long>(stats.iterations), ms(t1 - t0), ms(t2 - t1), png.size());
-    std::cerr << line << std::endl;
+        static_cast<unsigned long long>(stats.iterations), ms(t1 - t0), ms(t2 - t1), png.size(),
+        bands.size());
+    std::string json = line;
+    // Per-worker busy time shows how evenly the bands spread over the workers.
+    for (std::size_t k = 0; k < es.busy_seconds.size(); ++k) {
+      char v[32];
+      std::snprintf(v, sizeof v, "%s%.3f", k ? "," : "", es.busy_seconds[k] * 1000.0);
+      json += v;
+    }
+    std::cerr << json << "]}" << std::endl;
   }
   return 0;
 }

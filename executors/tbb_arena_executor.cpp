@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <oneapi/tbb/blocked_range.h>
@@ -108,14 +109,23 @@ public:
       // The recorder's queued count (admitted, not started) is the admission counter.
       if (!recorder_.try_admit(label, submitted)) return false;
       ++outstanding_;
+      fifo_.push_back(std::make_unique<Task>(Task{std::move(job), std::move(label), submitted}));
     }
     try {
-      arena_.enqueue(
-          Runner{this, std::make_unique<Task>(Task{std::move(job), std::move(label), submitted})});
+      arena_.enqueue(Runner{this});
     } catch (...) {
-      // Out of memory inside TBB: account the job as started and failed so counts stay whole.
+      // Out of memory inside TBB: account one waiting job as started and failed so counts stay
+      // whole (every runner takes one job, so one job must go without a runner).
+      std::unique_ptr<Task> orphan;
+      {
+        std::lock_guard lock(mutex_);
+        orphan = std::move(fifo_.back());
+        fifo_.pop_back();
+      }
       const auto started = recorder_.on_start(0);
-      recorder_.on_finish(0, {}, submitted, started, JobOutcome::Failed);
+      recorder_.on_finish(0, std::move(orphan->label), orphan->submitted, started,
+                          JobOutcome::Failed);
+      orphan.reset();
       finished();
       throw;
     }
@@ -136,14 +146,20 @@ private:
     std::string label;
     Clock::time_point submitted;
   };
-  // TBB calls an enqueued functor through a const reference, so the owned task is mutable.
+  // The arena's own queue is not strictly FIFO (it has several lanes), which showed as a long
+  // latency tail under shedding. So jobs wait in our FIFO and each enqueued runner takes the
+  // oldest one when a thread picks it up: tiles start in arrival order.
   struct Runner {
     TbbArenaExecutor *self;
-    mutable std::unique_ptr<Task> task;
     void operator()() const {
-      auto owned = std::move(task);
-      self->run(*owned);
-      owned.reset(); // the job's captures go before the executor may be destroyed
+      std::unique_ptr<Task> task;
+      {
+        std::lock_guard lock(self->mutex_);
+        task = std::move(self->fifo_.front());
+        self->fifo_.pop_front();
+      }
+      self->run(*task);
+      task.reset(); // the job's captures go before the executor may be destroyed
       self->finished();
     }
   };
@@ -169,7 +185,8 @@ private:
   ParallelismLease lease_; // before arena_: released after the arena is gone
   JobContext::Splitter splitter_;
   tbb::task_arena arena_;
-  std::mutex mutex_; // guards stopping_ and outstanding_
+  std::mutex mutex_;                       // guards stopping_, outstanding_ and fifo_
+  std::deque<std::unique_ptr<Task>> fifo_; // admitted, waiting for a runner
   std::condition_variable all_done_;
   std::size_t outstanding_ = 0; // admitted and not yet finished
   bool stopping_ = false;
