@@ -14,6 +14,7 @@
 // would give: the counts of a pixel do not depend on the batch or lane it ran in.
 #include "render/render.hpp"
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <immintrin.h>
@@ -91,6 +92,11 @@ struct F64 {
     _mm256_mask_i32scatter_epi32(iters, m, k, _mm512_cvttpd_epi32(count), 4);
     _mm256_mask_i32scatter_ps(mag2, m, k, _mm512_cvtpd_ps(mg), 4);
   }
+  // The same for lanes whose pixels are consecutive from first (no scatter needed).
+  static void store_run(std::uint32_t *iters, float *mag2, int first, M m, V count, V mg) {
+    _mm256_mask_storeu_epi32(iters + first, m, _mm512_cvttpd_epi32(count));
+    _mm256_mask_storeu_ps(mag2 + first, m, _mm512_cvtpd_ps(mg));
+  }
 };
 
 struct F32 {
@@ -137,6 +143,10 @@ struct F32 {
     const __m512i k = _mm512_maskz_loadu_epi32(m, idx);
     _mm512_mask_i32scatter_epi32(iters, m, k, _mm512_cvttps_epi32(count), 4);
     _mm512_mask_i32scatter_ps(mag2, m, k, mg, 4);
+  }
+  static void store_run(std::uint32_t *iters, float *mag2, int first, M m, V count, V mg) {
+    _mm512_mask_storeu_epi32(iters + first, m, _mm512_cvttps_epi32(count));
+    _mm512_mask_storeu_ps(mag2 + first, m, mg);
   }
 };
 
@@ -251,6 +261,16 @@ struct F64 {
       mag2[idx[l]] = static_cast<float>(g[l]);
     }
   }
+  static void store_run(std::uint32_t *iters, float *mag2, int first, M m, V count, V mg) {
+    alignas(32) T c[L], g[L];
+    store(c, count);
+    store(g, mg);
+    for (; m; m &= m - 1) {
+      const int l = __builtin_ctz(m);
+      iters[first + l] = static_cast<std::uint32_t>(c[l]);
+      mag2[first + l] = static_cast<float>(g[l]);
+    }
+  }
 };
 
 struct F32 {
@@ -327,6 +347,16 @@ struct F32 {
       mag2[idx[l]] = g[l];
     }
   }
+  static void store_run(std::uint32_t *iters, float *mag2, int first, M m, V count, V mg) {
+    alignas(32) T c[L], g[L];
+    store(c, count);
+    store(g, mg);
+    for (; m; m &= m - 1) {
+      const int l = __builtin_ctz(m);
+      iters[first + l] = static_cast<std::uint32_t>(c[l]);
+      mag2[first + l] = g[l];
+    }
+  }
 };
 
 template <class S> bool interior(double x, double y);
@@ -371,31 +401,195 @@ inline __attribute__((always_inline)) void step(typename S::V &zr, typename S::V
         : [zr] "+v"(zr), [zi] "+v"(zi), [t] "=&v"(two_zr)
         : [cr] "v"(cr), [ci] "v"(ci));
 }
-// The same step with cr and ci read from memory (phase 2: each lane has its own row, and
-// 8 vectors of zr, zi, cr, ci would not fit the register file; the loads micro-fuse with the
-// FMAs and the load ports are otherwise idle).
+// Phase 2's hot loop in one asm statement, on fixed registers. It loads the lanes' z, then runs
+// blocks: save z (the block start, so a lane that escapes inside a block can be re-run exactly),
+// kBlock iterations of kVec vectors with cr and ci as memory operands of the FMAs, and one escape
+// test over all lanes (OR of the compare results, one branch). Escaped lanes are parked (inside
+// the asm on AVX-512; AVX2 returns and its caller parks them); a parked or empty lane holds
+// z = c = 0, which never escapes, so the test needs no mask of active lanes. It returns when
+// enough lanes are parked or it reaches due, and stores z back.
+// Why asm: written with intrinsics (or one asm per step), GCC 12 reshuffled and spilled the 16
+// live vectors at every block start and ran out of mask registers for the per-vector active
+// and parked masks: about 60 vector moves and 40 mask moves per block, many of them on the FMA
+// ports. On an all-interior view the loop went from ~82% to ~88% of the FMA ports' measured
+// peak (bench/README.md).
+// clang-format off
+#define OD_STR2(x) #x
+#define OD_STR(x) OD_STR2(x)
+#define OD_KV OD_STR(OVERDRIVE_KVEC)
+#define OD_KB OD_STR(OVERDRIVE_KBLOCK)
+#if defined(OVERDRIVE_KERNEL_AVX512)
+#define OD_VB "64"
+#define OD_R "%%zmm"
+#define OD_TMP "16"  // step scratch
+#define OD_MAG "17"  // |z|^2
+#define OD_FOUR "18"
+// Escape test of one vector, ORed into k2.
+#define OD_ESC_INIT "kxorw %%k2, %%k2, %%k2\n\t"
+#define OD_ESC(v, i, px)                                                    \
+  "vmul" px " " OD_R #i ", " OD_R #i ", " OD_R OD_MAG "\n\t"                \
+  "vfmadd231" px " " OD_R #v ", " OD_R #v ", " OD_R OD_MAG "\n\t"           \
+  "vcmpnle_uq" px " " OD_R OD_FOUR ", " OD_R OD_MAG ", %%k1\n\t"            \
+  "korw %%k1, %%k2, %%k2\n\t"
+#define OD_ESC_TEST(px) "kortestw %%k2, %%k2\n\t"
+#define OD_CLOBBERS                                                         \
+  "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",   \
+  "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16",    \
+  "xmm17", "xmm18", "xmm19", "xmm20", "k1", "k2", "k3"
+#else
+#define OD_VB "32"
+#define OD_R "%%ymm"
+#define OD_TMP "12"
+#define OD_MAG "13"
+#define OD_FOUR "14"
+#define OD_ACC "15"
+#define OD_ESC_INIT "vxorpd " OD_R OD_ACC ", " OD_R OD_ACC ", " OD_R OD_ACC "\n\t"
+#define OD_ESC(v, i, px)                                                    \
+  "vmul" px " " OD_R #i ", " OD_R #i ", " OD_R OD_MAG "\n\t"                \
+  "vfmadd231" px " " OD_R #v ", " OD_R #v ", " OD_R OD_MAG "\n\t"           \
+  "vcmpnle_uq" px " " OD_R OD_FOUR ", " OD_R OD_MAG ", " OD_R OD_MAG "\n\t" \
+  "vorpd " OD_R OD_MAG ", " OD_R OD_ACC ", " OD_R OD_ACC "\n\t"
+// vtestpd would see only the sign bits of 64-bit lanes: f32 needs vtestps.
+#define OD_ESC_TEST(px) "vtest" px " " OD_R OD_ACC ", " OD_R OD_ACC "\n\t"
+#define OD_CLOBBERS                                                         \
+  "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",   \
+  "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15"
+#endif
+// Field f of vector v (P2Block field numbers: 0 zr, 1 zi, 2 cr, 3 ci, 4 s0r, 5 s0i, 6 pr,
+// 7 pi, 8 pcr, 9 pci), addressed from %[b].
+#define OD_OFF(f, v) #f "*" OD_KV "*" OD_VB "+" #v "*" OD_VB "(%[b])"
+// Vector v keeps zr in register v and zi in register i; px is "pd" or "ps".
+#define OD_LOAD(v, i, px)                                                   \
+  "vmova" px " " OD_OFF(0, v) ", " OD_R #v "\n\t"                           \
+  "vmova" px " " OD_OFF(1, v) ", " OD_R #i "\n\t"
+#define OD_STORE(v, i, px)                                                  \
+  "vmova" px " " OD_R #v ", " OD_OFF(0, v) "\n\t"                           \
+  "vmova" px " " OD_R #i ", " OD_OFF(1, v) "\n\t"
+#define OD_SAVE(v, i, px)                                                   \
+  "vmova" px " " OD_R #v ", " OD_OFF(4, v) "\n\t"                           \
+  "vmova" px " " OD_R #i ", " OD_OFF(5, v) "\n\t"
+// One iteration, as in step(): zr' = (zr^2 + cr) - zi^2, zi' = 2 zr zi + ci.
+#define OD_STEP(v, i, px)                                                   \
+  "vadd" px " " OD_R #v ", " OD_R #v ", " OD_R OD_TMP "\n\t"                \
+  "vfmadd213" px " " OD_OFF(2, v) ", " OD_R #v ", " OD_R #v "\n\t"          \
+  "vfnmadd231" px " " OD_R #i ", " OD_R #i ", " OD_R #v "\n\t"              \
+  "vfmadd213" px " " OD_OFF(3, v) ", " OD_R OD_TMP ", " OD_R #i "\n\t"
+#if OVERDRIVE_KVEC == 8
+#define OD_ALL(M, px)                                                       \
+  M(0, 8, px) M(1, 9, px) M(2, 10, px) M(3, 11, px)                         \
+  M(4, 12, px) M(5, 13, px) M(6, 14, px) M(7, 15, px)
+#elif OVERDRIVE_KVEC == 6
+#define OD_ALL(M, px)                                                       \
+  M(0, 6, px) M(1, 7, px) M(2, 8, px) M(3, 9, px) M(4, 10, px) M(5, 11, px)
+#else
+#error "OVERDRIVE_KVEC must be 6 or 8 (phase 2's asm names its registers)"
+#endif
+// Label 1: one block: save z, kBlock iterations, it += kBlock, escape test (flags: ZF clear
+// when a lane escaped).
+#define OD_BLOCK_BODY(px)                                                   \
+  "1:\n\t" OD_ALL(OD_SAVE, px)                                              \
+  ".rept " OD_KB "\n\t" OD_ALL(OD_STEP, px) ".endr\n\t"                     \
+  "add $" OD_KB ", %[it]\n\t"                                               \
+  OD_ESC_INIT OD_ALL(OD_ESC, px) OD_ESC_TEST(px)
+#if defined(OVERDRIVE_KERNEL_AVX512)
+// AVX-512 parks escaped lanes without leaving the asm (zmm19 = 0, zmm20 = the block's start
+// iteration). Per vector, k1 = its escaped lanes: their block-start z and their c go to pr, pi,
+// pcr, pci; the lanes' z and c become 0; pblock and parked are updated and the parked count
+// grows. The asm returns once wake lanes are parked or it reaches due.
+#define OD_PB(v, pbsz) "10*" OD_KV "*" OD_VB "+" #v "*" pbsz "(%[b])"
+#define OD_PK(v, pbsz, kb) "10*" OD_KV "*" OD_VB "+" OD_KV "*" pbsz "+" #v "*" kb "(%[b])"
+#define OD_PARK_COMMON(v, i, px, km, kb, pbsz)                              \
+  "vmul" px " %%zmm" #i ", %%zmm" #i ", %%zmm17\n\t"                        \
+  "vfmadd231" px " %%zmm" #v ", %%zmm" #v ", %%zmm17\n\t"                   \
+  "vcmpnle_uq" px " %%zmm18, %%zmm17, %%k1\n\t"                             \
+  "vmova" px " " OD_OFF(4, v) ", %%zmm16\n\t"                               \
+  "vmova" px " %%zmm16, " OD_OFF(6, v) "%{%%k1%}\n\t"                       \
+  "vmova" px " " OD_OFF(5, v) ", %%zmm16\n\t"                               \
+  "vmova" px " %%zmm16, " OD_OFF(7, v) "%{%%k1%}\n\t"                       \
+  "vmova" px " " OD_OFF(2, v) ", %%zmm16\n\t"                               \
+  "vmova" px " %%zmm16, " OD_OFF(8, v) "%{%%k1%}\n\t"                       \
+  "vmova" px " " OD_OFF(3, v) ", %%zmm16\n\t"                               \
+  "vmova" px " %%zmm16, " OD_OFF(9, v) "%{%%k1%}\n\t"                       \
+  "vmova" px " %%zmm19, " OD_OFF(2, v) "%{%%k1%}\n\t"                       \
+  "vmova" px " %%zmm19, " OD_OFF(3, v) "%{%%k1%}\n\t"                       \
+  "vmova" px " %%zmm19, %%zmm" #v "%{%%k1%}\n\t"                            \
+  "vmova" px " %%zmm19, %%zmm" #i "%{%%k1%}\n\t"                            \
+  "vmovdqa64 %%zmm20, " OD_PB(v, pbsz) "%{%%k1%}\n\t"                       \
+  "kmov" km " " OD_PK(v, pbsz, kb) ", %%k2\n\t"                             \
+  "korw %%k1, %%k2, %%k2\n\t"                                               \
+  "kmov" km " %%k2, " OD_PK(v, pbsz, kb) "\n\t"                             \
+  "kmovw %%k1, %k[t]\n\t"                                                   \
+  "popcnt %k[t], %k[t]\n\t"                                                 \
+  "add %k[t], %[parked]\n\t"
+#define OD_PARK_PD(v, i, px) OD_PARK_COMMON(v, i, px, "b", "1", "64")
+// 16 lanes: pblock takes two 8-lane stores.
+#define OD_PARK_PS(v, i, px)                                                \
+  OD_PARK_COMMON(v, i, px, "w", "2", "128")                                 \
+  "kshiftrw $8, %%k1, %%k3\n\t"                                             \
+  "vmovdqa64 %%zmm20, 64+" OD_PB(v, "128") "%{%%k3%}\n\t"
+#define OD_BLOCKS(px, PARK)                                                 \
+  "vmova" px " %[four], " OD_R OD_FOUR "\n\t"                               \
+  "vxor" px " %%zmm19, %%zmm19, %%zmm19\n\t"                                \
+  OD_ALL(OD_LOAD, px)                                                       \
+  OD_BLOCK_BODY(px)                                                         \
+  "jnz 3f\n"                                                                \
+  "4:\n\t"                                                                  \
+  "cmp %[due], %[it]\n\t"                                                   \
+  "jl 1b\n\t"                                                               \
+  "jmp 2f\n"                                                                \
+  "3:\n\t"                                                                  \
+  "lea -" OD_KB "(%[it]), %[t]\n\t"                                         \
+  "vpbroadcastq %[t], %%zmm20\n\t"                                          \
+  OD_ALL(PARK, px)                                                          \
+  "cmp %[wake], %[parked]\n\t"                                              \
+  "jl 4b\n"                                                                 \
+  "2:\n\t" OD_ALL(OD_STORE, px)
+#else
+// AVX2 returns after the first block in which a lane escaped; the caller parks it.
+#define OD_BLOCKS(px, PARK)                                                 \
+  "vmova" px " %[four], " OD_R OD_FOUR "\n\t"                               \
+  OD_ALL(OD_LOAD, px)                                                       \
+  OD_BLOCK_BODY(px)                                                         \
+  "jnz 2f\n\t"                                                              \
+  "cmp %[due], %[it]\n\t"                                                   \
+  "jl 1b\n"                                                                 \
+  "2:\n\t" OD_ALL(OD_STORE, px)
+#endif
+// clang-format on
+
+// Phase 2's lane state, contiguous in the order the asm addresses it (OD_OFF field numbers).
+template <class S> struct alignas(64) P2Block {
+  using T = typename S::T;
+  T zr[kVec * S::L], zi[kVec * S::L], cr[kVec * S::L], ci[kVec * S::L]; // 0-3
+  T s0r[kVec * S::L], s0i[kVec * S::L]; // 4-5: z at the start of the current block
+  T pr[kVec * S::L], pi[kVec * S::L];   // 6-7: parked lanes: z at the start of their block
+  T pcr[kVec * S::L], pci[kVec * S::L]; // 8-9: parked lanes: c (zeroed in the lane itself)
+  std::int64_t pblock[kVec * S::L];     // parked lanes: phase-2 iteration at that block start
+  typename S::M parked[kVec];           // lanes parked since the last slow path
+};
+
+// Runs blocks until it >= due or (AVX-512: wake lanes are parked; AVX2: a lane escaped in the
+// last block); returns the new it. parked counts the lanes parked.
 template <class S>
-inline __attribute__((always_inline)) void
-step_mm(typename S::V &zr, typename S::V &zi, const typename S::T *cr, const typename S::T *ci) {
-  typename S::V two_zr;
+std::int64_t run_blocks(P2Block<S> &b, std::int64_t it, std::int64_t due, int &parked, int wake) {
+  using V = typename S::V;
+  static_assert(sizeof(V) == sizeof(typename S::T) * S::L);
+  static_assert(offsetof(P2Block<S>, pblock) == 10 * kVec * sizeof(V));
+  static_assert(offsetof(P2Block<S>, parked) == offsetof(P2Block<S>, pblock) + 8 * kVec * S::L);
+  const V four = S::set1(typename S::T(4));
+  std::int64_t t;
   if constexpr (sizeof(typename S::T) == 8)
-    asm("vaddpd %[zr], %[zr], %[t]\n\t"
-        "vfmadd213pd %[cr], %[zr], %[zr]\n\t"
-        "vfnmadd231pd %[zi], %[zi], %[zr]\n\t"
-        "vfmadd213pd %[ci], %[t], %[zi]"
-        : [zr] "+v"(zr), [zi] "+v"(zi), [t] "=&v"(two_zr)
-        : [cr] "m"(*reinterpret_cast<const typename S::V *>(cr)), [ci] "m"(*reinterpret_cast<
-                                                                           const typename S::V *>(
-                                                                      ci)));
+    asm volatile(OD_BLOCKS("pd", OD_PARK_PD)
+                 : [it] "+r"(it), [parked] "+r"(parked), [t] "=&r"(t)
+                 : [b] "r"(&b), [due] "r"(due), [wake] "r"(wake), [four] "m"(four)
+                 : OD_CLOBBERS, "cc", "memory");
   else
-    asm("vaddps %[zr], %[zr], %[t]\n\t"
-        "vfmadd213ps %[cr], %[zr], %[zr]\n\t"
-        "vfnmadd231ps %[zi], %[zi], %[zr]\n\t"
-        "vfmadd213ps %[ci], %[t], %[zi]"
-        : [zr] "+v"(zr), [zi] "+v"(zi), [t] "=&v"(two_zr)
-        : [cr] "m"(*reinterpret_cast<const typename S::V *>(cr)), [ci] "m"(*reinterpret_cast<
-                                                                           const typename S::V *>(
-                                                                      ci)));
+    asm volatile(OD_BLOCKS("ps", OD_PARK_PS)
+                 : [it] "+r"(it), [parked] "+r"(parked), [t] "=&r"(t)
+                 : [b] "r"(&b), [due] "r"(due), [wake] "r"(wake), [four] "m"(four)
+                 : OD_CLOBBERS, "cc", "memory");
+  (void)t;
+  return it;
 }
 template <class S>
 inline __attribute__((always_inline)) typename S::V mag(typename S::V zr, typename S::V zi) {
@@ -409,6 +603,161 @@ template <class S> bool interior(double x, double y) {
   if (q * (q + (x - 0.25)) < 0.25 * y * y) return true;
   return (x + 1.0) * (x + 1.0) + y * y < 0.0625;
 }
+
+// Phase 1's state for kVec1 vectors: z, c, the escape iteration and |z|^2 at escape, and the
+// lanes still active.
+template <class S> struct alignas(64) P1Block {
+  typename S::T zr[kVec1 * S::L], zi[kVec1 * S::L], cr[kVec1 * S::L], jv[kVec1 * S::L],
+      mg[kVec1 * S::L];
+  typename S::M act[kVec1];
+};
+
+// Up to n iterations with a test after each (a lane that escapes at iteration j gets jv = j and
+// mg = its |z|^2 then, and leaves act); stops early once no lane is active. Returns the
+// iterations run.
+template <class S> int phase1_run(P1Block<S> &p, typename S::V ci, int n) {
+  using V = typename S::V;
+  using M = typename S::M;
+  constexpr int L = S::L;
+  const V four = S::set1(typename S::T(4));
+  V zr[kVec1], zi[kVec1], cr[kVec1], jv[kVec1], mg[kVec1];
+  M act[kVec1];
+  for (int v = 0; v < kVec1; ++v) {
+    zr[v] = S::load(p.zr + v * L);
+    zi[v] = S::load(p.zi + v * L);
+    cr[v] = S::load(p.cr + v * L);
+    jv[v] = S::load(p.jv + v * L);
+    mg[v] = S::load(p.mg + v * L);
+    act[v] = p.act[v];
+  }
+  int j = 1;
+  for (; j <= n; ++j) {
+    const V jj = S::set1(static_cast<typename S::T>(j));
+    unsigned any = 0;
+#pragma GCC unroll 8
+    for (int v = 0; v < kVec1; ++v) {
+      step<S>(zr[v], zi[v], cr[v], ci);
+      const V m = mag<S>(zr[v], zi[v]);
+      const M e = S::escaped(act[v], m, four);
+      jv[v] = S::blend(jv[v], e, jj);
+      mg[v] = S::blend(mg[v], e, m);
+      act[v] = static_cast<M>(act[v] & ~e);
+      any |= act[v];
+    }
+    if (!any) break;
+  }
+  for (int v = 0; v < kVec1; ++v) {
+    S::store(p.zr + v * L, zr[v]);
+    S::store(p.zi + v * L, zi[v]);
+    S::store(p.jv + v * L, jv[v]);
+    S::store(p.mg + v * L, mg[v]);
+    p.act[v] = act[v];
+  }
+  return j > n ? n : j;
+}
+
+#if defined(OVERDRIVE_KERNEL_AVX512) && !defined(OVERDRIVE_P1_C)
+// The same loop in asm for AVX-512 (GCC 12 spilled z to the stack every iteration and moved the
+// masks through general registers, which made phase 1 latency-bound). Vector v lives in zmm v
+// (zr), 4+v (zi), 8+v (cr), 12+v (jv), 16+v (mg) and k3+v (act); the results are identical.
+// clang-format off
+// Field f of vector v (P1Block: 0 zr, 1 zi, 2 cr, 3 jv, 4 mg; act[v] has kb bytes).
+#define OD_P1OFF(f, v) #f "*4*64+" #v "*64(%[p])"
+#define OD_P1MASK(v, kb) "5*4*64+" #v "*" kb "(%[p])"
+#define OD_P1ALL(M, px, km, kb)                                             \
+  M(0, 4, 8, 12, 16, 3, px, km, kb) M(1, 5, 9, 13, 17, 4, px, km, kb)       \
+  M(2, 6, 10, 14, 18, 5, px, km, kb) M(3, 7, 11, 15, 19, 6, px, km, kb)
+#define OD_P1LOAD(v, i, c, j, g, k, px, km, kb)                             \
+  "vmova" px " " OD_P1OFF(0, v) ", %%zmm" #v "\n\t"                         \
+  "vmova" px " " OD_P1OFF(1, v) ", %%zmm" #i "\n\t"                         \
+  "vmova" px " " OD_P1OFF(2, v) ", %%zmm" #c "\n\t"                         \
+  "vmova" px " " OD_P1OFF(3, v) ", %%zmm" #j "\n\t"                         \
+  "vmova" px " " OD_P1OFF(4, v) ", %%zmm" #g "\n\t"                         \
+  "kmov" km " " OD_P1MASK(v, kb) ", %%k" #k "\n\t"
+#define OD_P1STORE(v, i, c, j, g, k, px, km, kb)                            \
+  "vmova" px " %%zmm" #v ", " OD_P1OFF(0, v) "\n\t"                         \
+  "vmova" px " %%zmm" #i ", " OD_P1OFF(1, v) "\n\t"                         \
+  "vmova" px " %%zmm" #j ", " OD_P1OFF(3, v) "\n\t"                         \
+  "vmova" px " %%zmm" #g ", " OD_P1OFF(4, v) "\n\t"
+// zmm20 ci, 21 four, 22 one, 23 the iteration number, 24 step scratch, 25 |z|^2.
+#define OD_P1STEP(v, i, c, j, g, k, px, km, kb)                             \
+  "vadd" px " %%zmm" #v ", %%zmm" #v ", %%zmm24\n\t"                        \
+  "vfmadd213" px " %%zmm" #c ", %%zmm" #v ", %%zmm" #v "\n\t"               \
+  "vfnmadd231" px " %%zmm" #i ", %%zmm" #i ", %%zmm" #v "\n\t"              \
+  "vfmadd213" px " %%zmm20, %%zmm24, %%zmm" #i "\n\t"
+#define OD_P1TEST(v, i, c, j, g, k, px, km, kb)                             \
+  "vmul" px " %%zmm" #i ", %%zmm" #i ", %%zmm25\n\t"                        \
+  "vfmadd231" px " %%zmm" #v ", %%zmm" #v ", %%zmm25\n\t"                   \
+  "vcmpnle_uq" px " %%zmm21, %%zmm25, %%k1%{%%k" #k "%}\n\t"                \
+  "vmova" px " %%zmm23, %%zmm" #j "%{%%k1%}\n\t"                            \
+  "vmova" px " %%zmm25, %%zmm" #g "%{%%k1%}\n\t"                            \
+  "kandnw %%k" #k ", %%k1, %%k" #k "\n\t"
+#define OD_P1CLOBBERS                                                       \
+  "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",   \
+  "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16",    \
+  "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24",   \
+  "xmm25", "k1", "k2", "k3", "k4", "k5", "k6"
+// The loop counts %[n] down; act[3..0] come back packed into 16-bit fields of %[a] (stored
+// to memory as bytes and read back as one wider load, they stalled on store forwarding).
+#define OD_P1(px, km, kb)                                                   \
+  OD_P1ALL(OD_P1LOAD, px, km, kb)                                           \
+  "vmova" px " %[ci], %%zmm20\n\t"                                          \
+  "vmova" px " %[four], %%zmm21\n\t"                                        \
+  "vmova" px " %[one], %%zmm22\n\t"                                         \
+  "vxor" px " %%zmm23, %%zmm23, %%zmm23\n"                                  \
+  "1:\n\t"                                                                  \
+  "vadd" px " %%zmm22, %%zmm23, %%zmm23\n\t"                                \
+  OD_P1ALL(OD_P1STEP, px, km, kb)                                           \
+  OD_P1ALL(OD_P1TEST, px, km, kb)                                           \
+  "korw %%k3, %%k4, %%k2\n\t"                                               \
+  "korw %%k5, %%k2, %%k2\n\t"                                               \
+  "korw %%k6, %%k2, %%k2\n\t"                                               \
+  "dec %[n]\n\t"                                                            \
+  "kortestw %%k2, %%k2\n\t"                                                 \
+  "jz 2f\n\t"                                                               \
+  "test %[n], %[n]\n\t"                                                     \
+  "jnz 1b\n"                                                                \
+  "2:\n\t"                                                                  \
+  OD_P1ALL(OD_P1STORE, px, km, kb)                                          \
+  "kmovw %%k6, %k[a]\n\t"                                                   \
+  "shl $16, %q[a]\n\t"                                                      \
+  "kmovw %%k5, %k[t]\n\t"                                                   \
+  "or %q[t], %q[a]\n\t"                                                     \
+  "shl $16, %q[a]\n\t"                                                      \
+  "kmovw %%k4, %k[t]\n\t"                                                   \
+  "or %q[t], %q[a]\n\t"                                                     \
+  "shl $16, %q[a]\n\t"                                                      \
+  "kmovw %%k3, %k[t]\n\t"                                                   \
+  "or %q[t], %q[a]"
+// clang-format on
+
+template <> int phase1_run<F64>(P1Block<F64> &p, __m512d ci, int n) {
+  static_assert(kVec1 == 4 && offsetof(P1Block<F64>, act) == 5 * 4 * 64);
+  const __m512d four = _mm512_set1_pd(4.0), one = _mm512_set1_pd(1.0);
+  int left = n;
+  std::uint64_t acts, tmp;
+  asm volatile(OD_P1("pd", "b", "1")
+               : [n] "+r"(left), [a] "=&r"(acts), [t] "=&r"(tmp)
+               : [p] "r"(&p), [ci] "m"(ci), [four] "m"(four), [one] "m"(one)
+               : OD_P1CLOBBERS, "cc", "memory");
+  for (int v = 0; v < kVec1; ++v)
+    p.act[v] = static_cast<F64::M>(acts >> (16 * v));
+  return n - left;
+}
+template <> int phase1_run<F32>(P1Block<F32> &p, __m512 ci, int n) {
+  static_assert(kVec1 == 4 && offsetof(P1Block<F32>, act) == 5 * 4 * 64);
+  const __m512 four = _mm512_set1_ps(4.0f), one = _mm512_set1_ps(1.0f);
+  int left = n;
+  std::uint64_t acts, tmp;
+  asm volatile(OD_P1("ps", "w", "2")
+               : [n] "+r"(left), [a] "=&r"(acts), [t] "=&r"(tmp)
+               : [p] "r"(&p), [ci] "m"(ci), [four] "m"(four), [one] "m"(one)
+               : OD_P1CLOBBERS, "cc", "memory");
+  for (int v = 0; v < kVec1; ++v)
+    p.act[v] = static_cast<F32::M>(acts >> (16 * v));
+  return n - left;
+}
+#endif
 
 template <class S> struct Scratch {
   int *work;
@@ -464,6 +813,7 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
   int row = 0;       // next row for phase 1
 
   // ---- phase 1, one row: per-iteration test, kVec1 vectors, survivors appended to the queue --
+  P1Block<S> p1b;
   auto phase1 = [&](int r) {
     const std::size_t roff = static_cast<std::size_t>(r) * static_cast<std::size_t>(rj.n);
     const RowJob job{rj.re0, rj.dre, rj.im[r], rj.n, max_iter, rj.iters + roff, rj.mag2 + roff};
@@ -472,39 +822,46 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
     const V ci = S::set1(cim);
     const int gbase = static_cast<int>(roff);
     for (int g = 0; g < nwork; g += kVec1 * L) {
-      V zr[kVec1], zi[kVec1], cr[kVec1], jv[kVec1], mg[kVec1];
-      M act[kVec1];
+      P1Block<S> &pb = p1b;
       for (int v = 0; v < kVec1; ++v) {
         const int base = g + v * L;
-        act[v] = S::first_lanes(nwork - base > 0 ? nwork - base : 0);
-        cr[v] = S::cre(sc.work + base, act[v], job.re0, job.dre);
-        zr[v] = zi[v] = jv[v] = mg[v] = S::zero();
+        pb.act[v] = S::first_lanes(nwork - base > 0 ? nwork - base : 0);
+        S::store(pb.cr + v * L, S::cre(sc.work + base, pb.act[v], job.re0, job.dre));
+        S::store(pb.zr + v * L, S::zero());
+        S::store(pb.zi + v * L, S::zero());
+        S::store(pb.jv + v * L, S::zero());
+        S::store(pb.mg + v * L, S::zero());
       }
-      for (int j = 1; j <= p1; ++j) {
-        const V jj = S::set1(static_cast<T>(j));
-        unsigned any = 0;
-#pragma GCC unroll 8
-        for (int v = 0; v < kVec1; ++v) {
-          step<S>(zr[v], zi[v], cr[v], ci);
-          const V m = mag<S>(zr[v], zi[v]);
-          const M e = S::escaped(act[v], m, four);
-          jv[v] = S::blend(jv[v], e, jj);
-          mg[v] = S::blend(mg[v], e, m);
-          act[v] = static_cast<M>(act[v] & ~e);
-          any |= act[v];
-        }
-        KSTAT(g_p1_steps += kVec1);
-        if (!any) break;
+      [[maybe_unused]] const int ran = phase1_run<S>(pb, ci, p1);
+      KSTAT(g_p1_steps += kVec1 * ran);
+      M act[kVec1];
+      V zr[kVec1], zi[kVec1], cr[kVec1], jv[kVec1], mg[kVec1];
+      for (int v = 0; v < kVec1; ++v) {
+        act[v] = pb.act[v];
+        zr[v] = S::load(pb.zr + v * L);
+        zi[v] = S::load(pb.zi + v * L);
+        cr[v] = S::load(pb.cr + v * L);
+        jv[v] = S::load(pb.jv + v * L);
+        mg[v] = S::load(pb.mg + v * L);
       }
       for (int v = 0; v < kVec1; ++v) {
         const int base = g + v * L;
         if (base >= nwork) break;
-        const M valid = S::first_lanes(nwork - base);
-        S::scatter(job.iters, job.mag2, sc.work + base, static_cast<M>(valid & ~act[v]), jv[v],
-                   mg[v]);
+        const int nvalid = nwork - base < L ? nwork - base : L;
+        const M valid = S::first_lanes(nvalid);
+        // Without interior skipping (and mostly with it) the lanes hold consecutive pixels:
+        // plain masked stores then replace the scatters.
+        const int *idx = sc.work + base;
+        const bool run = idx[nvalid - 1] - idx[0] == nvalid - 1;
+        const auto put = [&](M m, V count, V mgv) {
+          if (run)
+            S::store_run(job.iters, job.mag2, idx[0], m, count, mgv);
+          else
+            S::scatter(job.iters, job.mag2, idx, m, count, mgv);
+        };
+        put(static_cast<M>(valid & ~act[v]), jv[v], mg[v]);
         if (p1 == max_iter) {
-          S::scatter(job.iters, job.mag2, sc.work + base, act[v], S::set1(static_cast<T>(max_iter)),
-                     S::zero());
+          put(act[v], S::set1(static_cast<T>(max_iter)), S::zero());
         } else if (act[v]) {
           const int got = __builtin_popcount(static_cast<unsigned>(act[v]));
           S::compress(sc.qzr + nq, act[v], zr[v]);
@@ -546,12 +903,10 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
   // path that re-runs parked lanes and refills them runs only once kPark lanes wait, so its
   // cost and branch miss are shared by many pixels.
   struct alignas(64) State {
-    T zr[kVec * L], zi[kVec * L], cr[kVec * L], ci[kVec * L], s0r[kVec * L], s0i[kVec * L];
-    T pr[kVec * L], pi[kVec * L];  // parked lanes: z at the start of the block they escaped in
-    std::int64_t start[kVec * L];  // phase-2 iteration at which the lane's pixel had done 0
-    std::int64_t pblock[kVec * L]; // parked lanes: phase-2 iteration at that block's start
+    P2Block<S> b;                 // z, c and the block-start z of every lane
+    std::int64_t start[kVec * L]; // phase-2 iteration at which the lane's pixel had done 0
     int idx[kVec * L];
-    M active[kVec], parked[kVec];
+    M active[kVec];
   };
   State st;
   std::memset(&st, 0, sizeof st);
@@ -577,14 +932,14 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
     for (int i = 0; i < got; ++i, bits &= bits - 1)
       fill = static_cast<M>(fill | (1u << __builtin_ctz(bits)));
     const M empty = static_cast<M>(free & ~fill);
-    S::store(st.zr + o,
-             S::blend(S::expand(S::load(st.zr + o), fill, sc.qzr + q), empty, S::zero()));
-    S::store(st.zi + o,
-             S::blend(S::expand(S::load(st.zi + o), fill, sc.qzi + q), empty, S::zero()));
-    S::store(st.cr + o,
-             S::blend(S::expand(S::load(st.cr + o), fill, sc.qcr + q), empty, S::zero()));
-    S::store(st.ci + o,
-             S::blend(S::expand(S::load(st.ci + o), fill, sc.qci + q), empty, S::zero()));
+    S::store(st.b.zr + o,
+             S::blend(S::expand(S::load(st.b.zr + o), fill, sc.qzr + q), empty, S::zero()));
+    S::store(st.b.zi + o,
+             S::blend(S::expand(S::load(st.b.zi + o), fill, sc.qzi + q), empty, S::zero()));
+    S::store(st.b.cr + o,
+             S::blend(S::expand(S::load(st.b.cr + o), fill, sc.qcr + q), empty, S::zero()));
+    S::store(st.b.ci + o,
+             S::blend(S::expand(S::load(st.b.ci + o), fill, sc.qci + q), empty, S::zero()));
     for (unsigned b = fill; b; b &= b - 1) {
       const int l = __builtin_ctz(b);
       st.idx[o + l] = sc.qidx[q++];
@@ -607,51 +962,42 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
   std::int64_t due = deadline();
 
   for (;;) {
-    V zr[kVec], zi[kVec];
-    M act[kVec], park[kVec];
-#pragma GCC unroll 16
-    for (int v = 0; v < kVec; ++v) {
-      zr[v] = S::load(st.zr + v * L);
-      zi[v] = S::load(st.zi + v * L);
-      act[v] = st.active[v];
-      park[v] = 0;
-    }
+    for (int v = 0; v < kVec; ++v)
+      st.b.parked[v] = 0;
     // Park the slow path until this many lanes wait, or all lanes would idle.
     const bool more = q < nq || row < rj.rows;
     const int wake = more && live >= kPark ? kPark : live;
     int parked = 0;
     for (;;) {
-#pragma GCC unroll 16
+      [[maybe_unused]] const std::int64_t before = it;
+      it = run_blocks<S>(st.b, it, due, parked, wake);
+      KSTAT(g_p2_steps += kVec * (it - before));
+#if !defined(OVERDRIVE_KERNEL_AVX512)
+      // AVX2 (AVX-512 parks inside the asm): lanes that escaped in the last block are parked
+      // (block start and c saved for the re-run) and their z and c zeroed so they stay quiet
+      // until the slow path.
       for (int v = 0; v < kVec; ++v) {
-        S::store(st.s0r + v * L, zr[v]);
-        S::store(st.s0i + v * L, zi[v]);
-      }
-#pragma GCC unroll 16
-      for (int j = 0; j < kBlock; ++j)
-#pragma GCC unroll 16
-        for (int v = 0; v < kVec; ++v)
-          step_mm<S>(zr[v], zi[v], st.cr + v * L, st.ci + v * L);
-#pragma GCC unroll 16
-      for (int v = 0; v < kVec; ++v) {
-        const M e = S::escaped(act[v], mag<S>(zr[v], zi[v]), four);
-        // Branch-free: masked stores with an empty mask cost a store slot and nothing else.
-        S::mask_store(st.pr + v * L, e, S::load(st.s0r + v * L));
-        S::mask_store(st.pi + v * L, e, S::load(st.s0i + v * L));
-        S::mask_store_i64(st.pblock + v * L, e, it);
-        act[v] = static_cast<M>(act[v] & ~e);
-        park[v] = static_cast<M>(park[v] | e);
+        const int o = v * L;
+        const V zr = S::load(st.b.zr + o), zi = S::load(st.b.zi + o);
+        const M e = S::escaped(S::first_lanes(L), mag<S>(zr, zi), four);
+        if (!e) continue;
+        S::mask_store(st.b.pr + o, e, S::load(st.b.s0r + o));
+        S::mask_store(st.b.pi + o, e, S::load(st.b.s0i + o));
+        S::mask_store(st.b.pcr + o, e, S::load(st.b.cr + o));
+        S::mask_store(st.b.pci + o, e, S::load(st.b.ci + o));
+        S::mask_store_i64(st.b.pblock + o, e, it - kBlock);
+        S::mask_store(st.b.zr + o, e, S::zero());
+        S::mask_store(st.b.zi + o, e, S::zero());
+        S::mask_store(st.b.cr + o, e, S::zero());
+        S::mask_store(st.b.ci + o, e, S::zero());
+        st.b.parked[v] = static_cast<M>(st.b.parked[v] | e);
         parked += __builtin_popcount(static_cast<unsigned>(e));
       }
-      it += kBlock;
-      KSTAT(g_p2_steps += kVec * kBlock);
+#endif
       if (parked >= wake || it >= due) break;
     }
-#pragma GCC unroll 16
-    for (int v = 0; v < kVec; ++v) {
-      S::store(st.zr + v * L, zr[v]);
-      S::store(st.zi + v * L, zi[v]);
-      st.active[v] = act[v];
-    }
+    for (int v = 0; v < kVec; ++v)
+      st.active[v] = static_cast<M>(st.active[v] & ~st.b.parked[v]);
     live -= parked;
     KSTAT(++g_slow);
     // Slow path: exact counts of parked lanes by re-running their block from its saved start,
@@ -660,16 +1006,17 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
     // leave the FMA pipes idle).
     int np = 0;
     for (int v = 0; v < kVec; ++v) {
-      if (!park[v]) continue;
+      const M park = st.b.parked[v];
+      if (!park) continue;
       const int o = v * L;
-      S::compress(rr.zr + np, park[v], S::load(st.pr + o));
-      S::compress(rr.zi + np, park[v], S::load(st.pi + o));
-      S::compress(rr.cr + np, park[v], S::load(st.cr + o));
-      S::compress(rr.ci + np, park[v], S::load(st.ci + o));
-      for (unsigned b = park[v]; b; b &= b - 1, ++np) {
+      S::compress(rr.zr + np, park, S::load(st.b.pr + o));
+      S::compress(rr.zi + np, park, S::load(st.b.pi + o));
+      S::compress(rr.cr + np, park, S::load(st.b.pcr + o));
+      S::compress(rr.ci + np, park, S::load(st.b.pci + o));
+      for (unsigned b = park; b; b &= b - 1, ++np) {
         const int l = __builtin_ctz(b);
         rr.idx[np] = st.idx[o + l];
-        rr.base[np] = st.pblock[o + l] - st.start[o + l];
+        rr.base[np] = st.b.pblock[o + l] - st.start[o + l];
       }
     }
     for (int g = 0; g < np; g += kRerun * L) {
@@ -720,7 +1067,7 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
     }
     for (int v = 0; v < kVec; ++v) {
       const int o = v * L;
-      M retire = park[v];
+      M retire = st.b.parked[v];
       if (it >= due) {
         for (unsigned b = st.active[v]; b; b &= b - 1) {
           const int l = __builtin_ctz(b);
