@@ -97,6 +97,13 @@ struct F64 {
     _mm256_mask_storeu_epi32(iters + first, m, _mm512_cvttpd_epi32(count));
     _mm256_mask_storeu_ps(mag2 + first, m, _mm512_cvtpd_ps(mg));
   }
+  // Lanes in active whose start is at most lim; the smallest start among active lanes.
+  static M started_by(const std::int64_t *start, M active, std::int64_t lim) {
+    return _mm512_mask_cmple_epi64_mask(active, _mm512_loadu_si512(start), _mm512_set1_epi64(lim));
+  }
+  static std::int64_t min_start(const std::int64_t *start, M active) {
+    return _mm512_mask_reduce_min_epi64(active, _mm512_loadu_si512(start));
+  }
 };
 
 struct F32 {
@@ -147,6 +154,21 @@ struct F32 {
   static void store_run(std::uint32_t *iters, float *mag2, int first, M m, V count, V mg) {
     _mm512_mask_storeu_epi32(iters + first, m, _mm512_cvttps_epi32(count));
     _mm512_mask_storeu_ps(mag2 + first, m, mg);
+  }
+  static M started_by(const std::int64_t *start, M active, std::int64_t lim) {
+    const __m512i l = _mm512_set1_epi64(lim);
+    const __mmask8 lo =
+        _mm512_mask_cmple_epi64_mask(static_cast<__mmask8>(active), _mm512_loadu_si512(start), l);
+    const __mmask8 hi = _mm512_mask_cmple_epi64_mask(static_cast<__mmask8>(active >> 8),
+                                                     _mm512_loadu_si512(start + 8), l);
+    return static_cast<M>(lo | (hi << 8));
+  }
+  static std::int64_t min_start(const std::int64_t *start, M active) {
+    const std::int64_t a =
+        _mm512_mask_reduce_min_epi64(static_cast<__mmask8>(active), _mm512_loadu_si512(start));
+    const std::int64_t b = _mm512_mask_reduce_min_epi64(static_cast<__mmask8>(active >> 8),
+                                                        _mm512_loadu_si512(start + 8));
+    return a < b ? a : b;
   }
 };
 
@@ -271,6 +293,18 @@ struct F64 {
       mag2[first + l] = static_cast<float>(g[l]);
     }
   }
+  static M started_by(const std::int64_t *start, M active, std::int64_t lim) {
+    M r = 0;
+    for (M m = active; m; m &= m - 1)
+      if (start[__builtin_ctz(m)] <= lim) r |= 1u << __builtin_ctz(m);
+    return r;
+  }
+  static std::int64_t min_start(const std::int64_t *start, M active) {
+    std::int64_t r = INT64_MAX;
+    for (M m = active; m; m &= m - 1)
+      r = start[__builtin_ctz(m)] < r ? start[__builtin_ctz(m)] : r;
+    return r;
+  }
 };
 
 struct F32 {
@@ -356,6 +390,18 @@ struct F32 {
       iters[first + l] = static_cast<std::uint32_t>(c[l]);
       mag2[first + l] = g[l];
     }
+  }
+  static M started_by(const std::int64_t *start, M active, std::int64_t lim) {
+    M r = 0;
+    for (M m = active; m; m &= m - 1)
+      if (start[__builtin_ctz(m)] <= lim) r |= 1u << __builtin_ctz(m);
+    return r;
+  }
+  static std::int64_t min_start(const std::int64_t *start, M active) {
+    std::int64_t r = INT64_MAX;
+    for (M m = active; m; m &= m - 1)
+      r = start[__builtin_ctz(m)] < r ? start[__builtin_ctz(m)] : r;
+    return r;
   }
 };
 
@@ -664,49 +710,47 @@ template <class S> int phase1_run(P1Block<S> &p, typename S::V ci, int n) {
 // Field f of vector v (P1Block: 0 zr, 1 zi, 2 cr, 3 jv, 4 mg; act[v] has kb bytes).
 #define OD_P1OFF(f, v) #f "*4*64+" #v "*64(%[p])"
 #define OD_P1MASK(v, kb) "5*4*64+" #v "*" kb "(%[p])"
+// Vector v: zr in zmm v, zi in zmm i, cr in zmm c, act in k k.
 #define OD_P1ALL(M, px, km, kb)                                             \
-  M(0, 4, 8, 12, 16, 3, px, km, kb) M(1, 5, 9, 13, 17, 4, px, km, kb)       \
-  M(2, 6, 10, 14, 18, 5, px, km, kb) M(3, 7, 11, 15, 19, 6, px, km, kb)
-#define OD_P1LOAD(v, i, c, j, g, k, px, km, kb)                             \
+  M(0, 4, 8, 3, px, km, kb) M(1, 5, 9, 4, px, km, kb)                       \
+  M(2, 6, 10, 5, px, km, kb) M(3, 7, 11, 6, px, km, kb)
+#define OD_P1LOAD(v, i, c, k, px, km, kb)                                   \
   "vmova" px " " OD_P1OFF(0, v) ", %%zmm" #v "\n\t"                         \
   "vmova" px " " OD_P1OFF(1, v) ", %%zmm" #i "\n\t"                         \
   "vmova" px " " OD_P1OFF(2, v) ", %%zmm" #c "\n\t"                         \
-  "vmova" px " " OD_P1OFF(3, v) ", %%zmm" #j "\n\t"                         \
-  "vmova" px " " OD_P1OFF(4, v) ", %%zmm" #g "\n\t"                         \
   "kmov" km " " OD_P1MASK(v, kb) ", %%k" #k "\n\t"
-#define OD_P1STORE(v, i, c, j, g, k, px, km, kb)                            \
+#define OD_P1STORE(v, i, c, k, px, km, kb)                                  \
   "vmova" px " %%zmm" #v ", " OD_P1OFF(0, v) "\n\t"                         \
-  "vmova" px " %%zmm" #i ", " OD_P1OFF(1, v) "\n\t"                         \
-  "vmova" px " %%zmm" #j ", " OD_P1OFF(3, v) "\n\t"                         \
-  "vmova" px " %%zmm" #g ", " OD_P1OFF(4, v) "\n\t"
-// zmm20 ci, 21 four, 22 one, 23 the iteration number, 24 step scratch, 25 |z|^2.
-#define OD_P1STEP(v, i, c, j, g, k, px, km, kb)                             \
-  "vadd" px " %%zmm" #v ", %%zmm" #v ", %%zmm24\n\t"                        \
+  "vmova" px " %%zmm" #i ", " OD_P1OFF(1, v) "\n\t"
+// zmm12 ci, 13 four, 14 one, 15 the iteration number, 16 step scratch, 17 |z|^2.
+#define OD_P1STEP(v, i, c, k, px, km, kb)                                   \
+  "vadd" px " %%zmm" #v ", %%zmm" #v ", %%zmm16\n\t"                        \
   "vfmadd213" px " %%zmm" #c ", %%zmm" #v ", %%zmm" #v "\n\t"               \
   "vfnmadd231" px " %%zmm" #i ", %%zmm" #i ", %%zmm" #v "\n\t"              \
-  "vfmadd213" px " %%zmm20, %%zmm24, %%zmm" #i "\n\t"
-#define OD_P1TEST(v, i, c, j, g, k, px, km, kb)                             \
-  "vmul" px " %%zmm" #i ", %%zmm" #i ", %%zmm25\n\t"                        \
-  "vfmadd231" px " %%zmm" #v ", %%zmm" #v ", %%zmm25\n\t"                   \
-  "vcmpnle_uq" px " %%zmm21, %%zmm25, %%k1%{%%k" #k "%}\n\t"                \
-  "vmova" px " %%zmm23, %%zmm" #j "%{%%k1%}\n\t"                            \
-  "vmova" px " %%zmm25, %%zmm" #g "%{%%k1%}\n\t"                            \
+  "vfmadd213" px " %%zmm12, %%zmm16, %%zmm" #i "\n\t"
+// The iteration number and |z|^2 of lanes escaping now go to jv and mg with masked stores:
+// store ports are idle here, and register blends would take FMA-port slots.
+#define OD_P1TEST(v, i, c, k, px, km, kb)                                   \
+  "vmul" px " %%zmm" #i ", %%zmm" #i ", %%zmm17\n\t"                        \
+  "vfmadd231" px " %%zmm" #v ", %%zmm" #v ", %%zmm17\n\t"                   \
+  "vcmpnle_uq" px " %%zmm13, %%zmm17, %%k1%{%%k" #k "%}\n\t"                \
+  "vmova" px " %%zmm15, " OD_P1OFF(3, v) "%{%%k1%}\n\t"                     \
+  "vmova" px " %%zmm17, " OD_P1OFF(4, v) "%{%%k1%}\n\t"                     \
   "kandnw %%k" #k ", %%k1, %%k" #k "\n\t"
 #define OD_P1CLOBBERS                                                       \
   "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",   \
   "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16",    \
-  "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24",   \
-  "xmm25", "k1", "k2", "k3", "k4", "k5", "k6"
+  "xmm17", "k1", "k2", "k3", "k4", "k5", "k6"
 // The loop counts %[n] down; act[3..0] come back packed into 16-bit fields of %[a] (stored
 // to memory as bytes and read back as one wider load, they stalled on store forwarding).
 #define OD_P1(px, km, kb)                                                   \
   OD_P1ALL(OD_P1LOAD, px, km, kb)                                           \
-  "vmova" px " %[ci], %%zmm20\n\t"                                          \
-  "vmova" px " %[four], %%zmm21\n\t"                                        \
-  "vmova" px " %[one], %%zmm22\n\t"                                         \
-  "vxor" px " %%zmm23, %%zmm23, %%zmm23\n"                                  \
+  "vmova" px " %[ci], %%zmm12\n\t"                                          \
+  "vmova" px " %[four], %%zmm13\n\t"                                        \
+  "vmova" px " %[one], %%zmm14\n\t"                                         \
+  "vxor" px " %%zmm15, %%zmm15, %%zmm15\n"                                  \
   "1:\n\t"                                                                  \
-  "vadd" px " %%zmm22, %%zmm23, %%zmm23\n\t"                                \
+  "vadd" px " %%zmm14, %%zmm15, %%zmm15\n\t"                                \
   OD_P1ALL(OD_P1STEP, px, km, kb)                                           \
   OD_P1ALL(OD_P1TEST, px, km, kb)                                           \
   "korw %%k3, %%k4, %%k2\n\t"                                               \
@@ -950,12 +994,11 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
   };
   auto deadline = [&]() {
     std::int64_t d = INT64_MAX;
-    for (int v = 0; v < kVec; ++v)
-      for (unsigned b = st.active[v]; b; b &= b - 1) {
-        const std::int64_t s = st.start[v * L + __builtin_ctz(b)] + max_iter;
-        if (s < d) d = s;
-      }
-    return d;
+    for (int v = 0; v < kVec; ++v) {
+      const std::int64_t s = S::min_start(st.start + v * L, st.active[v]);
+      if (s < d) d = s;
+    }
+    return d == INT64_MAX ? d : d + max_iter;
   };
   for (int v = 0; v < kVec; ++v)
     refill(v, S::first_lanes(L));
@@ -1069,16 +1112,15 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
       const int o = v * L;
       M retire = st.b.parked[v];
       if (it >= due) {
-        for (unsigned b = st.active[v]; b; b &= b - 1) {
-          const int l = __builtin_ctz(b);
-          if (it - st.start[o + l] >= max_iter) {
-            const int k = st.idx[o + l];
-            rj.iters[k] = max_u;
-            rj.mag2[k] = 0.0f;
-            retire = static_cast<M>(retire | (1u << l));
-            --live;
-          }
+        // Lanes out of iterations: interior points.
+        const M done = S::started_by(st.start + o, st.active[v], it - max_iter);
+        for (unsigned b = done; b; b &= b - 1) {
+          const int k = st.idx[o + __builtin_ctz(b)];
+          rj.iters[k] = max_u;
+          rj.mag2[k] = 0.0f;
         }
+        retire = static_cast<M>(retire | done);
+        live -= __builtin_popcount(static_cast<unsigned>(done));
       }
       if (retire) refill(v, retire);
     }
