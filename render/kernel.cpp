@@ -5,6 +5,8 @@
 #include "render/render.hpp"
 
 #include <algorithm>
+#include <bit>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -21,6 +23,11 @@ void kernel_f32_avx2(const RowsJob &job, bool skip_interior, void *scratch);
 int kernel_scratch_bytes_avx512(int n);
 void kernel_f64_avx512(const RowsJob &job, bool skip_interior, void *scratch);
 void kernel_f32_avx512(const RowsJob &job, bool skip_interior, void *scratch);
+// colour_simd.cpp, built the same two ways.
+void colour_indices_avx2(const std::uint32_t *iters, const float *mag2, std::size_t n, int max_iter,
+                         std::uint16_t *idx);
+void colour_indices_avx512(const std::uint32_t *iters, const float *mag2, std::size_t n,
+                           int max_iter, std::uint16_t *idx);
 } // namespace detail
 
 void kernel_reference(const RowJob &job) noexcept {
@@ -197,6 +204,53 @@ void run_kernel(const RowJob &job, Precision precision, Isa isa,
 
 void run_kernel(const RowJob &job, Precision precision, Isa isa) noexcept {
   run_kernel(job, precision, isa, KernelOptions{});
+}
+
+// ---- smooth colouring ----------------------------------------------------------------------
+
+namespace {
+// log2 for the colouring only: exponent plus a quintic on the mantissa (error < 2e-5, far below
+// the palette's 1/16-iteration resolution), so colouring costs far less than a libm log per
+// pixel. Plain float multiplies and adds (this file is built with -ffp-contract=off), the same
+// steps colour_simd.cpp takes lane by lane.
+float fast_log2(float x) noexcept {
+  const auto bits = std::bit_cast<std::uint32_t>(x);
+  const auto e = static_cast<float>(static_cast<int>(bits >> 23) - 127);
+  const float m = std::bit_cast<float>((bits & 0x7fffffu) | 0x3f800000u) - 1.5f; // [-.5, .5)
+  // Interpolates log2(1.5 + m) at Chebyshev nodes (Horner).
+  float p = m * detail::log2_poly[5];
+  for (int i = 4; i >= 1; --i)
+    p = m * (detail::log2_poly[i] + p);
+  return e + (detail::log2_poly[0] + p);
+}
+} // namespace
+
+std::uint16_t detail::colour_index_scalar(std::uint32_t n, float mag2, int max_iter) noexcept {
+  if (n >= static_cast<std::uint32_t>(max_iter)) return palette_size;
+  // Continuous escape count mu = n + 1 - log2(log|z|) = n + 2 - log2(log2 |z|^2), |z| > 2.
+  const float mu = static_cast<float>(n) + 2.0f - fast_log2(fast_log2(std::max(mag2, 4.0f)));
+  const float turns = std::max(mu, 0.0f) * (1.0f / palette_period);
+  const float t = turns - std::floor(turns);
+  const int idx =
+      std::min(static_cast<int>(t * static_cast<float>(palette_size)), palette_size - 1);
+  return static_cast<std::uint16_t>(std::max(idx, 0));
+}
+
+void detail::colour_indices(const std::uint32_t *iters, const float *mag2, std::size_t n,
+                            int max_iter, Isa isa, std::uint16_t *idx) noexcept {
+  switch (isa == Isa::Auto ? best_isa() : cap(isa)) {
+  case Isa::Avx512:
+    colour_indices_avx512(iters, mag2, n, max_iter, idx);
+    return;
+  case Isa::Avx2:
+    colour_indices_avx2(iters, mag2, n, max_iter, idx);
+    return;
+  case Isa::Scalar:
+  case Isa::Auto:
+    break;
+  }
+  for (std::size_t k = 0; k < n; ++k)
+    idx[k] = colour_index_scalar(iters[k], mag2[k], max_iter);
 }
 
 } // namespace overdrive

@@ -21,7 +21,9 @@
 
 // GCC 12's AVX-512 conversion intrinsics start from an uninitialised "undefined" vector and
 // trip -Wmaybe-uninitialized when inlined; the value is fully overwritten.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 namespace overdrive::detail {
 namespace {

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <array>
-#include <bit>
 #include <cassert>
 #include <cmath>
 
@@ -52,8 +51,9 @@ struct Stop {
   Rgb rgb;
 };
 
-constexpr int lut_size = 1024;
-using Lut = std::array<Rgb, lut_size>;
+constexpr int lut_size = detail::palette_size;
+// One extra entry, black, for interior points (index palette_size).
+using Lut = std::array<Rgb, lut_size + 1>;
 
 Lut make_lut(std::initializer_list<Stop> stops) {
   // Stops are cyclic: the last one wraps to the first at 1.0.
@@ -73,6 +73,7 @@ Lut make_lut(std::initializer_list<Stop> stops) {
                                         mix(s[k].rgb.g, s[k + 1].rgb.g),
                                         mix(s[k].rgb.b, s[k + 1].rgb.b)};
   }
+  lut[lut_size] = {0, 0, 0};
   return lut;
 }
 
@@ -103,32 +104,6 @@ const Lut &palette_lut(Palette p) {
   return classic;
 }
 
-// Iterations per trip around the palette; small enough to show bands near the set's edge.
-constexpr double palette_period = 64.0;
-
-// log2 for the colouring only: exponent plus a quintic on the mantissa (error < 2e-5, far below
-// the palette's 1/16-iteration resolution), so colouring costs far less than a libm log per
-// pixel. Deterministic: plain float arithmetic, the same bytes on every run and thread.
-inline float fast_log2(float x) noexcept {
-  const auto bits = std::bit_cast<std::uint32_t>(x);
-  const auto e = static_cast<float>(static_cast<int>(bits >> 23) - 127);
-  const float m = std::bit_cast<float>((bits & 0x7fffffu) | 0x3f800000u) - 1.5f; // [-.5, .5)
-  // Interpolates log2(1.5 + m) at Chebyshev nodes.
-  return e + (0.58495076f +
-              m * (0.96180343f +
-                   m * (-0.31975771f + m * (0.14200548f + m * (-0.07997621f + m * 0.04300496f)))));
-}
-
-Rgb colour(const Lut &lut, std::uint32_t n, float mag2, int max_iter) noexcept {
-  if (n >= static_cast<std::uint32_t>(max_iter)) return {0, 0, 0};
-  // Continuous escape count mu = n + 1 - log2(log|z|) = n + 2 - log2(log2 |z|^2), |z| > 2.
-  const float mu = static_cast<float>(n) + 2.0f - fast_log2(fast_log2(std::max(mag2, 4.0f)));
-  const float turns = std::max(mu, 0.0f) * (1.0f / static_cast<float>(palette_period));
-  const float t = turns - std::floor(turns);
-  const auto idx = std::min(static_cast<int>(t * lut_size), lut_size - 1);
-  return lut[static_cast<std::size_t>(idx)];
-}
-
 } // namespace
 
 RenderStats render_rows(const RenderRequest &req, int row_begin, int row_end,
@@ -146,6 +121,7 @@ RenderStats render_rows(const RenderRequest &req, int row_begin, int row_end,
   std::vector<std::uint32_t> iters(w * static_cast<std::size_t>(batch));
   std::vector<float> mag2(iters.size());
   std::vector<double> im(static_cast<std::size_t>(batch));
+  std::vector<std::uint16_t> idx(iters.size());
   const Lut &lut = palette_lut(req.palette);
   RenderStats stats;
   for (int py0 = row_begin; py0 < row_end; py0 += batch) {
@@ -157,9 +133,11 @@ RenderStats render_rows(const RenderRequest &req, int row_begin, int row_end,
                     req.precision, req.isa);
     std::uint8_t *dst = out.data() + static_cast<std::size_t>(py0 - row_begin) * w * 3;
     const std::size_t npx = w * static_cast<std::size_t>(rows);
+    // Smooth colouring: palette indices (SIMD, identical on every ISA), then a table lookup.
+    detail::colour_indices(iters.data(), mag2.data(), npx, req.max_iter, req.isa, idx.data());
     for (std::size_t k = 0; k < npx; ++k) {
       stats.iterations += iters[k];
-      const Rgb c = colour(lut, iters[k], mag2[k], req.max_iter);
+      const Rgb c = lut[idx[k]];
       dst[3 * k] = c.r;
       dst[3 * k + 1] = c.g;
       dst[3 * k + 2] = c.b;

@@ -157,6 +157,19 @@ Isa best_isa() noexcept;
 bool isa_supported(Isa isa) noexcept;
 
 namespace detail {
+/// Smooth colouring: palette entries (index palette_size is black, for interior points),
+/// iterations per trip around the palette, and the coefficients of the log2 polynomial below.
+inline constexpr int palette_size = 1024;
+inline constexpr float palette_period = 64.0f;
+inline constexpr float log2_poly[6] = {0.58495076f, 0.96180343f,  -0.31975771f,
+                                       0.14200548f, -0.07997621f, 0.04300496f};
+/// Palette index of one pixel from its escape count and |z|^2 at escape.
+std::uint16_t colour_index_scalar(std::uint32_t n, float mag2, int max_iter) noexcept;
+/// The same for n pixels, with the instruction set isa resolves to (as run_kernel does); every
+/// ISA gives identical indices.
+void colour_indices(const std::uint32_t *iters, const float *mag2, std::size_t n, int max_iter,
+                    Isa isa, std::uint16_t *idx) noexcept;
+
 /// PNG encoder settings, for the encoder benchmark; encode_png uses the measured best.
 struct PngSettings {
   int level = 1;  ///< libdeflate level 0..12.

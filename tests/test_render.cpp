@@ -2,8 +2,11 @@
 #include "common/stb_decode.hpp"
 #include "render/render.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <complex>
 #include <doctest/doctest.h>
+#include <vector>
 
 using namespace overdrive;
 
@@ -110,6 +113,43 @@ TEST_CASE("Render.PalettesDiffer") {
   CHECK(parse_palette("ocean") == Palette::Ocean);
   CHECK_FALSE(parse_palette("plaid").has_value());
   CHECK(palette_names().find("grey") != std::string::npos);
+}
+
+TEST_CASE("Render.ColourIndicesMatchAcrossIsas") {
+  // Counts and |z|^2 of a real render, then edge cases: |z|^2 at and below the escape radius,
+  // huge and infinite, counts 0, 1 and max_iter - 1, interior points, and a tail that is not a
+  // multiple of any vector width.
+  const int max_iter = 5000;
+  std::vector<std::uint32_t> iters(4096 + 37);
+  std::vector<float> mag2(iters.size());
+  const Viewport v{-0.743643887037151, 0.131825904205330, 1e-3, 64, 64};
+  for (int y = 0; y < 64; ++y)
+    run_kernel({v.re_at(0), v.pixel_size(), v.im_at(y), 64, max_iter, iters.data() + 64 * y,
+                mag2.data() + 64 * y},
+               Precision::F64, Isa::Auto);
+  const float odd[] = {4.0f, 4.0000005f, 3.999f, 0.0f, 1e3f, 1e30f, 3.4e38f, INFINITY, 16.0f};
+  const std::uint32_t counts[] = {0, 1, 2, 63, 64, 65, max_iter - 1, max_iter, max_iter + 7};
+  std::size_t k = 4096;
+  for (float m : odd)
+    for (std::uint32_t n : counts)
+      if (k < iters.size()) {
+        iters[k] = n;
+        mag2[k++] = m;
+      }
+  std::vector<std::uint16_t> want(iters.size()), got(iters.size());
+  for (std::size_t i = 0; i < iters.size(); ++i)
+    want[i] = detail::colour_index_scalar(iters[i], mag2[i], max_iter);
+  CHECK(std::count(want.begin(), want.end(), detail::palette_size) > 0);
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
+    if (!isa_supported(isa)) continue;
+    CAPTURE(to_string(isa));
+    std::fill(got.begin(), got.end(), std::uint16_t{0xffff});
+    detail::colour_indices(iters.data(), mag2.data(), iters.size(), max_iter, isa, got.data());
+    std::size_t bad = 0;
+    for (std::size_t i = 0; i < got.size(); ++i)
+      bad += got[i] != want[i] || got[i] > detail::palette_size;
+    CHECK(bad == 0);
+  }
 }
 
 TEST_CASE("Render.RowRangesComposeTheImage") {
