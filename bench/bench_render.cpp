@@ -171,19 +171,25 @@ void register_all() {
   const char *filters[] = {"none", "sub", "up", "avg", "paeth"};
   for (const int which : {0, 1}) {
     const std::string im = std::string("Encode/") + images[which] + "/";
+    using D = detail::PngSettings::Deflate;
     benchmark::RegisterBenchmark((im + "stb_default").c_str(), BM_Encode, which,
-                                 detail::PngSettings{0, -1, true})
+                                 detail::PngSettings{D::Stb, 0, -1})
         ->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark((im + "libdeflate_L1_try_all").c_str(), BM_Encode, which,
-                                 detail::PngSettings{1, -1, false})
+                                 detail::PngSettings{D::Libdeflate, 1, -1})
         ->Unit(benchmark::kMillisecond);
-    for (const int level : {1, 4, 6})
-      for (const int f : {0, 1, 2, 4}) {
-        const std::string name = im + "libdeflate_L" + std::to_string(level) + "_" + filters[f];
-        benchmark::RegisterBenchmark(name.c_str(), BM_Encode, which,
-                                     detail::PngSettings{level, f, false})
-            ->Unit(benchmark::kMillisecond);
-      }
+    const auto add = [&](const char *lib, D d, int level, int f) {
+      const std::string name =
+          im + lib + "_L" + std::to_string(level) + "_" + (f < 0 ? "try_all" : filters[f]);
+      benchmark::RegisterBenchmark(name.c_str(), BM_Encode, which, detail::PngSettings{d, level, f})
+          ->Unit(benchmark::kMillisecond);
+    };
+    for (const int f : {0, 1, 2, 4}) {
+      for (const int level : {1, 4, 6})
+        add("libdeflate", D::Libdeflate, level, f);
+      for (const int level : {0, 1, 2, 3})
+        add("isal", D::Isal, level, f);
+    }
     benchmark::RegisterBenchmark((im + "encode_png").c_str(), BM_EncodePng)
         ->Arg(which)
         ->Unit(benchmark::kMillisecond);

@@ -1,11 +1,14 @@
 // PNG encoding. The single translation unit that includes stb_image_write's implementation.
-// stb writes the PNG; libdeflate replaces stb's own zlib (STBIW_ZLIB_COMPRESS) and one row filter
-// is forced instead of stb's try-all-five search. Level and filter were chosen by measurement
-// (bench/bench_render.cpp, table in bench/README.md).
+// stb writes the PNG; a fast deflate replaces stb's own zlib (STBIW_ZLIB_COMPRESS) and one row
+// filter is forced instead of stb's try-all-five search. Library, level and filter were chosen by
+// measurement (bench/bench_render.cpp, table in bench/README.md): ISA-L's igzip at level 1 with
+// no row filter. libdeflate stays selectable for that comparison.
 #include "render/render.hpp"
 
 #include <array>
 #include <cstdlib>
+#include <isa-l/crc.h>
+#include <isa-l/igzip_lib.h>
 #include <libdeflate.h>
 #include <mutex>
 #include <shared_mutex>
@@ -14,11 +17,12 @@
 namespace overdrive {
 namespace {
 
-constexpr int kLevel = 1;  // libdeflate level
-constexpr int kFilter = 0; // PNG row filter: 0 none, 1 sub, 2 up, 3 average, 4 paeth
+using Deflate = detail::PngSettings::Deflate;
+constexpr detail::PngSettings kProduction{}; // the defaults are the measured best
 
-// The compression level of the calling thread's encode (only the benchmark changes it).
-thread_local int tl_level = kLevel;
+// The deflate of the calling thread's encode (only the benchmark changes it).
+thread_local Deflate tl_deflate = kProduction.deflate;
+thread_local int tl_level = kProduction.level;
 
 // libdeflate compressors are not thread-safe but reusable: one per thread and level.
 struct Compressors {
@@ -32,17 +36,49 @@ struct Compressors {
   }
 };
 
-// stb's zlib hook: returns a malloc'ed zlib stream that stb frees with STBIW_FREE (free).
-unsigned char *deflate_for_stb(unsigned char *data, int len, int *out_len, int /*quality*/) {
+std::size_t zlib_bound(int len) {
+  // Stored blocks at worst: 5 bytes per 64 KiB block, plus zlib and block headers.
+  const auto n = static_cast<std::size_t>(len);
+  return n + 5 * (n / 65535 + 1) + ISAL_DEF_MAX_HDR_SIZE + 64;
+}
+
+std::size_t libdeflate_zlib(unsigned char *data, int len, unsigned char *out, std::size_t cap) {
   thread_local Compressors cs;
   auto *&c = cs.by_level[static_cast<std::size_t>(tl_level)];
   if (!c) c = libdeflate_alloc_compressor(tl_level);
-  if (!c) return nullptr;
-  const std::size_t bound = libdeflate_zlib_compress_bound(c, static_cast<std::size_t>(len));
-  auto *out = static_cast<unsigned char *>(std::malloc(bound));
+  if (!c) return 0;
+  return libdeflate_zlib_compress(c, data, static_cast<std::size_t>(len), out, cap);
+}
+
+std::size_t isal_zlib(unsigned char *data, int len, unsigned char *out, std::size_t cap) {
+  // igzip's level buffer (hash tables, token buffer), per thread at the largest size used.
+  static constexpr std::uint32_t buf_size[] = {ISAL_DEF_LVL0_DEFAULT, ISAL_DEF_LVL1_DEFAULT,
+                                               ISAL_DEF_LVL2_DEFAULT, ISAL_DEF_LVL3_DEFAULT};
+  thread_local std::vector<std::uint8_t> level_buf;
+  const std::uint32_t need = buf_size[tl_level];
+  if (level_buf.size() < need) level_buf.resize(need);
+  isal_zstream z;
+  isal_deflate_stateless_init(&z);
+  z.level = static_cast<std::uint32_t>(tl_level);
+  z.level_buf = need ? level_buf.data() : nullptr;
+  z.level_buf_size = need;
+  z.gzip_flag = IGZIP_ZLIB;
+  z.next_in = data;
+  z.avail_in = static_cast<std::uint32_t>(len);
+  z.next_out = out;
+  z.avail_out = static_cast<std::uint32_t>(cap);
+  z.end_of_stream = 1;
+  z.flush = NO_FLUSH;
+  return isal_deflate_stateless(&z) == COMP_OK ? z.total_out : 0;
+}
+
+// stb's zlib hook: returns a malloc'ed zlib stream that stb frees with STBIW_FREE (free).
+unsigned char *deflate_for_stb(unsigned char *data, int len, int *out_len, int /*quality*/) {
+  const std::size_t cap = zlib_bound(len);
+  auto *out = static_cast<unsigned char *>(std::malloc(cap));
   if (!out) return nullptr;
-  const std::size_t n =
-      libdeflate_zlib_compress(c, data, static_cast<std::size_t>(len), out, bound);
+  const std::size_t n = tl_deflate == Deflate::Libdeflate ? libdeflate_zlib(data, len, out, cap)
+                                                          : isal_zlib(data, len, out, cap);
   if (n == 0) {
     std::free(out);
     return nullptr;
@@ -65,10 +101,15 @@ unsigned char *deflate_for_stb(unsigned char *data, int len, int *out_len, int /
 #define STB_IMAGE_WRITE_STATIC
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STBIW_ZLIB_COMPRESS overdrive::deflate_for_stb
+// ISA-L's CRC-32 (PCLMUL; the reflected IEEE CRC that PNG uses) instead of stb's table loop,
+// which took ~11% of an encode.
+#define STBIW_CRC32(buffer, len)                                                                   \
+  static_cast<unsigned int>(crc32_gzip_refl(0, buffer, static_cast<std::uint64_t>(len)))
 #include <stb_image_write.h>
 // stb's own encoder as shipped (its zlib at level 8, best of five filters per row), kept only as
 // the benchmark's size and speed baseline. Its statics live in their own namespace.
 #undef STBIW_ZLIB_COMPRESS
+#undef STBIW_CRC32
 namespace stb_default {
 #include <stb_image_write.h>
 }
@@ -107,7 +148,7 @@ void init_filter() {
   static std::once_flag once;
   std::call_once(once, [] {
     const std::unique_lock lock(filter_mutex);
-    stbi_write_force_png_filter = kFilter;
+    stbi_write_force_png_filter = kProduction.filter;
   });
 }
 
@@ -128,23 +169,27 @@ namespace detail {
 std::vector<std::uint8_t> encode_png_with(std::span<const std::uint8_t> rgb, int width, int height,
                                           const PngSettings &s) {
   check_size(rgb, width, height);
-  if (s.stb_default) {
+  if (s.deflate == Deflate::Stb) {
     std::vector<std::uint8_t> out;
     if (!stb_default::stbi_write_png_to_func(sink, &out, width, height, 3, rgb.data(), width * 3))
       throw std::runtime_error("encode_png_with: stb_image_write failed");
     return out;
   }
-  if (s.level < 0 || s.level > 12 || s.filter < -1 || s.filter > 4)
-    throw std::invalid_argument("encode_png_with: level 0..12, filter -1..4");
+  const int max_level = s.deflate == Deflate::Isal ? ISAL_DEF_MAX_LEVEL : 12;
+  if (s.level < 0 || s.level > max_level || s.filter < -1 || s.filter > 4)
+    throw std::invalid_argument("encode_png_with: level 0..3 (isal) or 0..12 (libdeflate), "
+                                "filter -1..4");
   init_filter();
   const std::unique_lock lock(filter_mutex);
   struct Restore {
     ~Restore() {
-      stbi_write_force_png_filter = kFilter;
-      tl_level = kLevel;
+      stbi_write_force_png_filter = kProduction.filter;
+      tl_deflate = kProduction.deflate;
+      tl_level = kProduction.level;
     }
   } restore;
   stbi_write_force_png_filter = s.filter;
+  tl_deflate = s.deflate;
   tl_level = s.level;
   return encode_locked(rgb, width, height);
 }

@@ -170,11 +170,17 @@ std::uint16_t colour_index_scalar(std::uint32_t n, float mag2, int max_iter) noe
 void colour_indices(const std::uint32_t *iters, const float *mag2, std::size_t n, int max_iter,
                     Isa isa, std::uint16_t *idx) noexcept;
 
-/// PNG encoder settings, for the encoder benchmark; encode_png uses the measured best.
+/// PNG encoder settings, for the encoder benchmark; encode_png uses the defaults, the measured
+/// best.
 struct PngSettings {
-  int level = 1;  ///< libdeflate level 0..12.
-  int filter = 1; ///< Row filter 0 none, 1 sub, 2 up, 3 average, 4 paeth; -1 best per row.
-  bool stb_default = false; ///< Ignore the above: stb as shipped (its zlib, level 8, filter -1).
+  enum class Deflate {
+    Isal,       ///< ISA-L igzip, level 0..3
+    Libdeflate, ///< libdeflate, level 0..12
+    Stb,        ///< stb as shipped (its zlib, level 8, best of five filters per row)
+  };
+  Deflate deflate = Deflate::Isal;
+  int level = 1;  ///< Compression level of deflate.
+  int filter = 0; ///< Row filter 0 none, 1 sub, 2 up, 3 average, 4 paeth; -1 best per row.
 };
 /// encode_png with explicit settings. Thread-safe, but serialises with encode_png while it runs.
 std::vector<std::uint8_t> encode_png_with(std::span<const std::uint8_t> rgb, int width, int height,
