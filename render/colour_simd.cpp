@@ -27,7 +27,7 @@ struct Simd {
   static F add(F a, F b) { return _mm512_add_ps(a, b); }
   static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
   static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
-  // std::max(b, a) as the scalar code writes it: (a > b) ? a : b, NaN in b passes through.
+  // (a > b) ? a : b, so max_first(c, x) is the scalar std::max(x, c), a NaN x included.
   static F max_first(F a, F b) { return _mm512_max_ps(a, b); }
   static F floor(F a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
   static I cast_i(F a) { return _mm512_castps_si512(a); }

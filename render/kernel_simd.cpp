@@ -626,16 +626,15 @@ std::int64_t run_blocks(P2Block<S> &b, std::int64_t it, std::int64_t due, int &p
   static_assert(offsetof(P2Block<S>, parked) == offsetof(P2Block<S>, pblock) + 8 * kVec * S::L);
   const V four = S::set1(typename S::T(4));
   std::int64_t t;
+#define OD_BLOCKS_ASM(px, PARK)                                                                    \
+  asm volatile(OD_BLOCKS(px, PARK)                                                                 \
+               : [it] "+r"(it), [parked] "+r"(parked), [t] "=&r"(t)                                \
+               : [b] "r"(&b), [due] "r"(due), [wake] "r"(wake), [four] "m"(four)                   \
+               : OD_CLOBBERS, "cc", "memory")
   if constexpr (sizeof(typename S::T) == 8)
-    asm volatile(OD_BLOCKS("pd", OD_PARK_PD)
-                 : [it] "+r"(it), [parked] "+r"(parked), [t] "=&r"(t)
-                 : [b] "r"(&b), [due] "r"(due), [wake] "r"(wake), [four] "m"(four)
-                 : OD_CLOBBERS, "cc", "memory");
+    OD_BLOCKS_ASM("pd", OD_PARK_PD);
   else
-    asm volatile(OD_BLOCKS("ps", OD_PARK_PS)
-                 : [it] "+r"(it), [parked] "+r"(parked), [t] "=&r"(t)
-                 : [b] "r"(&b), [due] "r"(due), [wake] "r"(wake), [four] "m"(four)
-                 : OD_CLOBBERS, "cc", "memory");
+    OD_BLOCKS_ASM("ps", OD_PARK_PS);
   (void)t;
   return it;
 }
@@ -777,31 +776,30 @@ template <class S> int phase1_run(P1Block<S> &p, typename S::V ci, int n) {
   "or %q[t], %q[a]"
 // clang-format on
 
-template <> int phase1_run<F64>(P1Block<F64> &p, __m512d ci, int n) {
-  static_assert(kVec1 == 4 && offsetof(P1Block<F64>, act) == 5 * 4 * 64);
-  const __m512d four = _mm512_set1_pd(4.0), one = _mm512_set1_pd(1.0);
+// The asm statement for px "pd" (mask bytes km "b", kb "1") or "ps" ("w", "2").
+#define OD_P1_ASM(px, km, kb)                                                                      \
+  asm volatile(OD_P1(px, km, kb)                                                                   \
+               : [n] "+r"(left), [a] "=&r"(acts), [t] "=&r"(tmp)                                   \
+               : [p] "r"(&p), [ci] "m"(ci), [four] "m"(four), [one] "m"(one)                       \
+               : OD_P1CLOBBERS, "cc", "memory")
+template <class S> int phase1_asm(P1Block<S> &p, typename S::V ci, int n) {
+  static_assert(kVec1 == 4 && offsetof(P1Block<S>, act) == 5 * 4 * 64);
+  const typename S::V four = S::set1(4), one = S::set1(1);
   int left = n;
   std::uint64_t acts, tmp;
-  asm volatile(OD_P1("pd", "b", "1")
-               : [n] "+r"(left), [a] "=&r"(acts), [t] "=&r"(tmp)
-               : [p] "r"(&p), [ci] "m"(ci), [four] "m"(four), [one] "m"(one)
-               : OD_P1CLOBBERS, "cc", "memory");
+  if constexpr (sizeof(typename S::T) == 8)
+    OD_P1_ASM("pd", "b", "1");
+  else
+    OD_P1_ASM("ps", "w", "2");
   for (int v = 0; v < kVec1; ++v)
-    p.act[v] = static_cast<F64::M>(acts >> (16 * v));
+    p.act[v] = static_cast<typename S::M>(acts >> (16 * v));
   return n - left;
 }
+template <> int phase1_run<F64>(P1Block<F64> &p, __m512d ci, int n) {
+  return phase1_asm<F64>(p, ci, n);
+}
 template <> int phase1_run<F32>(P1Block<F32> &p, __m512 ci, int n) {
-  static_assert(kVec1 == 4 && offsetof(P1Block<F32>, act) == 5 * 4 * 64);
-  const __m512 four = _mm512_set1_ps(4.0f), one = _mm512_set1_ps(1.0f);
-  int left = n;
-  std::uint64_t acts, tmp;
-  asm volatile(OD_P1("ps", "w", "2")
-               : [n] "+r"(left), [a] "=&r"(acts), [t] "=&r"(tmp)
-               : [p] "r"(&p), [ci] "m"(ci), [four] "m"(four), [one] "m"(one)
-               : OD_P1CLOBBERS, "cc", "memory");
-  for (int v = 0; v < kVec1; ++v)
-    p.act[v] = static_cast<F32::M>(acts >> (16 * v));
-  return n - left;
+  return phase1_asm<F32>(p, ci, n);
 }
 #endif
 
