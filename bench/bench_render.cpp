@@ -3,11 +3,14 @@
 // run_kernel_rows as render_rows does) against the scalar reference on three scenes, PNG encoder
 // settings on a 256x256 tile, and render + encode per tile. Counter "it/s" = useful iterations (sum
 // of escape counts, the same for every kernel) per second; "px/s" = pixels per second.
+#include "executors/executor.hpp"
 #include "render/render.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <benchmark/benchmark.h>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace overdrive;
@@ -84,6 +87,102 @@ void bench_scene(benchmark::State &state, const Scene &s, F kernel, bool rows = 
                          benchmark::Counter::kIsRate);
   state.counters["px/s"] =
       benchmark::Counter(px * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+// This CPU's ceiling for the escape loop: 24 independent zmm FMAs per round, so only the FMA
+// ports' throughput limits it. One 8-lane iteration of the loop is 4 such instructions (see
+// render/kernel_simd.cpp), so the ceiling in iterations/s is FMA/s x 8 / 4. Plain asm on fixed
+// registers: this file is built without AVX-512 flags, and it runs only where the CPU has them.
+void fma_rounds(long rounds) {
+  static const double init[2] = {1.0, 1e-9};
+  asm volatile(
+#define OD_F(r) "vfmadd231pd %%zmm12, %%zmm13, %%zmm" #r "\n\t"
+#define OD_F12                                                                                     \
+  OD_F(0) OD_F(1) OD_F(2) OD_F(3) OD_F(4) OD_F(5) OD_F(6) OD_F(7) OD_F(8) OD_F(9) OD_F(10) OD_F(11)
+      "vbroadcastsd %0, %%zmm12\n\t"
+      "vbroadcastsd %1, %%zmm13\n\t"
+      ".irp r,0,1,2,3,4,5,6,7,8,9,10,11\n\t"
+      "vmovapd %%zmm12, %%zmm\\r\n\t"
+      ".endr\n\t"
+      "mov %2, %%rcx\n"
+      "1:\n\t" OD_F12 OD_F12 "dec %%rcx\n\t"
+      "jnz 1b"
+      :
+      : "m"(init[0]), "m"(init[1]), "r"(rounds)
+      : "rcx", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+        "xmm10", "xmm11", "xmm12", "xmm13", "cc", "memory");
+#undef OD_F12
+#undef OD_F
+}
+
+void BM_FmaCeiling(benchmark::State &state) {
+  constexpr long kRounds = 100000;
+  for (auto _ : state)
+    fma_rounds(kRounds);
+  const double fma = static_cast<double>(state.iterations()) * kRounds * 24;
+  state.counters["FMA/s"] = benchmark::Counter(fma, benchmark::Counter::kIsRate);
+  state.counters["ceiling_it/s"] = benchmark::Counter(fma * 8 / 4, benchmark::Counter::kIsRate);
+}
+
+// Two-worker scaling without executors or HTTP: the same total work on `threads` threads that
+// take chunks from an atomic counter. `fma` is the ceiling loop above (no memory, no sharing:
+// what the VM's vCPUs give); `kernel` is run_kernel_rows on the 4096^2 full view, 16-row bands.
+// Compare the threads:1 and threads:2 rows of one interleaved run (real time).
+template <class Chunk> void run_chunks(int threads, int chunks, Chunk chunk) {
+  std::atomic<int> next{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t)
+    pool.emplace_back([&] {
+      for (int c; (c = next.fetch_add(1)) < chunks;)
+        chunk(c);
+    });
+  for (auto &t : pool)
+    t.join();
+}
+void BM_ScalingFma(benchmark::State &state) {
+  for (auto _ : state)
+    run_chunks(static_cast<int>(state.range(0)), 64, [](int) { fma_rounds(50000); });
+}
+void BM_ScalingKernel(benchmark::State &state) {
+  constexpr int n = 4096, band = 16;
+  const Viewport v{-0.5, 0.0, 3.0, n, n};
+  std::vector<std::uint32_t> it(static_cast<std::size_t>(n) * n);
+  std::vector<float> mag(it.size());
+  std::vector<double> im(n);
+  for (int y = 0; y < n; ++y)
+    im[static_cast<std::size_t>(y)] = v.im_at(y);
+  for (auto _ : state)
+    run_chunks(static_cast<int>(state.range(0)), n / band, [&](int c) {
+      const auto off = static_cast<std::size_t>(c) * band * n;
+      run_kernel_rows({v.re_at(0), v.pixel_size(), im.data() + c * band, band, n, 1000,
+                       it.data() + off, mag.data() + off},
+                      Precision::F64, Isa::Auto);
+    });
+}
+
+// A 4096^2 full-view image (1000 iterations) as `overdrive render` makes it: 16-row bands of
+// render_rows (kernel + colouring) submitted to an executor of `workers` workers, waited for.
+void BM_ScalingRender(benchmark::State &state, const char *kind) {
+  RenderRequest req;
+  req.view = {-0.5, 0.0, 3.0, 4096, 4096};
+  req.max_iter = 1000;
+  std::vector<std::uint8_t> rgb(std::size_t{4096} * 4096 * 3);
+  const std::size_t row_bytes = 4096 * 3;
+  ExecutorOptions eo;
+  eo.workers = static_cast<int>(state.range(0));
+  const auto ex = make_executor(kind, eo);
+  for (auto _ : state) {
+    std::vector<std::future<RenderStats>> bands;
+    for (int row = 0; row < 4096; row += 16) {
+      const auto part = std::span(rgb).subspan(row * row_bytes, 16 * row_bytes);
+      bands.push_back(*submit_task(*ex, [&req, row, part](const JobContext &) {
+        return render_rows(req, row, row + 16, part);
+      }));
+    }
+    for (auto &f : bands)
+      f.get();
+  }
+  ex->shutdown();
 }
 
 // The encoder inputs: the full view as a 256^2 tile, and a zoomed tile (seahorse valley, width
@@ -194,6 +293,30 @@ void register_all() {
         ->Arg(which)
         ->Unit(benchmark::kMillisecond);
   }
+  if (isa_supported(Isa::Avx512)) {
+    benchmark::RegisterBenchmark("Ceiling/avx512_fma", BM_FmaCeiling)
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("Scaling/fma", BM_ScalingFma)
+        ->ArgName("threads")
+        ->Arg(1)
+        ->Arg(2)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  }
+  for (const char *kind : {"pool", "tbb"})
+    benchmark::RegisterBenchmark((std::string("Scaling/render4096_") + kind).c_str(),
+                                 BM_ScalingRender, kind)
+        ->ArgName("workers")
+        ->Arg(1)
+        ->Arg(2)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("Scaling/kernel4096", BM_ScalingKernel)
+      ->ArgName("threads")
+      ->Arg(1)
+      ->Arg(2)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("Tile/render/reference_scalar", BM_RenderTile, Isa::Scalar)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("Tile/render/auto", BM_RenderTile, Isa::Auto)
