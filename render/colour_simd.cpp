@@ -10,9 +10,11 @@
 #include <immintrin.h>
 
 // GCC 12's AVX-512 intrinsics start from an uninitialised "undefined" vector and trip
-// -Wmaybe-uninitialized when inlined; the value is fully overwritten.
+// -Wmaybe-uninitialized (-Wuninitialized in the sanitizer builds) when inlined; the value is
+// fully overwritten.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 namespace overdrive::detail {
