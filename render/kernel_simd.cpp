@@ -76,9 +76,12 @@ struct F64 {
   }
   static V expand(V a, M m, const T *p) { return _mm512_mask_expandloadu_pd(a, m, p); }
   static void compress(T *p, M m, V a) { _mm512_mask_compressstoreu_pd(p, m, a); }
-  static void compress_idx(int *p, M m, const int *idx) {
-    _mm256_mask_compressstoreu_epi32(p, m,
-                                     _mm256_loadu_si256(reinterpret_cast<const __m256i *>(idx)));
+  // p[i] = idx[l] + offset for the lanes l in m, packed.
+  static void compress_idx(int *p, M m, const int *idx, int offset) {
+    _mm256_mask_compressstoreu_epi32(
+        p, m,
+        _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(idx)),
+                         _mm256_set1_epi32(offset)));
   }
   static M first_lanes(int n) { return static_cast<M>(n >= L ? 0xff : (1u << n) - 1u); }
   // c = re0 + k * dre exactly as the reference computes it (no FMA).
@@ -133,8 +136,9 @@ struct F32 {
   }
   static V expand(V a, M m, const T *p) { return _mm512_mask_expandloadu_ps(a, m, p); }
   static void compress(T *p, M m, V a) { _mm512_mask_compressstoreu_ps(p, m, a); }
-  static void compress_idx(int *p, M m, const int *idx) {
-    _mm512_mask_compressstoreu_epi32(p, m, _mm512_loadu_si512(idx));
+  static void compress_idx(int *p, M m, const int *idx, int offset) {
+    _mm512_mask_compressstoreu_epi32(
+        p, m, _mm512_add_epi32(_mm512_loadu_si512(idx), _mm512_set1_epi32(offset)));
   }
   static M first_lanes(int n) { return static_cast<M>(n >= L ? 0xffff : (1u << n) - 1u); }
   // The f32 reference rounds the double coordinate to float.
@@ -262,9 +266,9 @@ struct F64 {
     for (; m; m &= m - 1)
       *p++ = t[__builtin_ctz(m)];
   }
-  static void compress_idx(int *p, M m, const int *idx) {
+  static void compress_idx(int *p, M m, const int *idx, int offset) {
     for (; m; m &= m - 1)
-      *p++ = idx[__builtin_ctz(m)];
+      *p++ = idx[__builtin_ctz(m)] + offset;
   }
   static M first_lanes(int n) { return n >= L ? 0xfu : (1u << n) - 1u; }
   static V cre(const int *idx, M valid, double re0, double dre) {
@@ -354,9 +358,9 @@ struct F32 {
     for (; m; m &= m - 1)
       *p++ = t[__builtin_ctz(m)];
   }
-  static void compress_idx(int *p, M m, const int *idx) {
+  static void compress_idx(int *p, M m, const int *idx, int offset) {
     for (; m; m &= m - 1)
-      *p++ = idx[__builtin_ctz(m)];
+      *p++ = idx[__builtin_ctz(m)] + offset;
   }
   static M first_lanes(int n) { return n >= L ? 0xffu : (1u << n) - 1u; }
   static V cre(const int *idx, M valid, double re0, double dre) {
@@ -659,9 +663,9 @@ template <class S> struct alignas(64) P1Block {
   typename S::M act[kVec1];
 };
 
-// Up to n iterations with a test after each (a lane that escapes at iteration j gets jv = j and
-// mg = its |z|^2 then, and leaves act); stops early once no lane is active. Returns the
-// iterations run.
+// Up to n iterations from z = 0 with a test after each (a lane that escapes at iteration j gets
+// jv = j and mg = its |z|^2 then, and leaves act; other lanes' jv and mg are left as they were);
+// stops early once no lane is active. Returns the iterations run; z is stored back.
 template <class S> int phase1_run(P1Block<S> &p, typename S::V ci, int n) {
   using V = typename S::V;
   using M = typename S::M;
@@ -670,11 +674,8 @@ template <class S> int phase1_run(P1Block<S> &p, typename S::V ci, int n) {
   V zr[kVec1], zi[kVec1], cr[kVec1], jv[kVec1], mg[kVec1];
   M act[kVec1];
   for (int v = 0; v < kVec1; ++v) {
-    zr[v] = S::load(p.zr + v * L);
-    zi[v] = S::load(p.zi + v * L);
+    zr[v] = zi[v] = jv[v] = mg[v] = S::zero();
     cr[v] = S::load(p.cr + v * L);
-    jv[v] = S::load(p.jv + v * L);
-    mg[v] = S::load(p.mg + v * L);
     act[v] = p.act[v];
   }
   int j = 1;
@@ -715,10 +716,12 @@ template <class S> int phase1_run(P1Block<S> &p, typename S::V ci, int n) {
 #define OD_P1ALL(M, px, km, kb)                                             \
   M(0, 4, 8, 3, px, km, kb) M(1, 5, 9, 4, px, km, kb)                       \
   M(2, 6, 10, 5, px, km, kb) M(3, 7, 11, 6, px, km, kb)
+// Iteration 1 from z = 0 gives z = c exactly (0 * 0 + c, the FMAs' +0 included, so -0 becomes
+// +0 as in the loop): z starts at c + 0 and the loop enters at the first test.
 #define OD_P1LOAD(v, i, c, k, px, km, kb)                                   \
-  "vmova" px " " OD_P1OFF(0, v) ", %%zmm" #v "\n\t"                         \
-  "vmova" px " " OD_P1OFF(1, v) ", %%zmm" #i "\n\t"                         \
   "vmova" px " " OD_P1OFF(2, v) ", %%zmm" #c "\n\t"                         \
+  "vadd" px " %%zmm16, %%zmm" #c ", %%zmm" #v "\n\t"                        \
+  "vadd" px " %%zmm16, %%zmm12, %%zmm" #i "\n\t"                            \
   "kmov" km " " OD_P1MASK(v, kb) ", %%k" #k "\n\t"
 #define OD_P1STORE(v, i, c, k, px, km, kb)                                  \
   "vmova" px " %%zmm" #v ", " OD_P1OFF(0, v) "\n\t"                         \
@@ -745,14 +748,17 @@ template <class S> int phase1_run(P1Block<S> &p, typename S::V ci, int n) {
 // The loop counts %[n] down; act[3..0] come back packed into 16-bit fields of %[a] (stored
 // to memory as bytes and read back as one wider load, they stalled on store forwarding).
 #define OD_P1(px, km, kb)                                                   \
-  OD_P1ALL(OD_P1LOAD, px, km, kb)                                           \
   "vmova" px " %[ci], %%zmm12\n\t"                                          \
   "vmova" px " %[four], %%zmm13\n\t"                                        \
   "vmova" px " %[one], %%zmm14\n\t"                                         \
-  "vxor" px " %%zmm15, %%zmm15, %%zmm15\n"                                  \
+  "vxor" px " %%zmm16, %%zmm16, %%zmm16\n\t"                                \
+  OD_P1ALL(OD_P1LOAD, px, km, kb)                                           \
+  "vmova" px " %%zmm14, %%zmm15\n\t"                                        \
+  "jmp 3f\n"                                                                \
   "1:\n\t"                                                                  \
   "vadd" px " %%zmm14, %%zmm15, %%zmm15\n\t"                                \
   OD_P1ALL(OD_P1STEP, px, km, kb)                                           \
+  "3:\n\t"                                                                  \
   OD_P1ALL(OD_P1TEST, px, km, kb)                                           \
   "korw %%k3, %%k4, %%k2\n\t"                                               \
   "korw %%k5, %%k2, %%k2\n\t"                                               \
@@ -857,7 +863,7 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
   int row = 0;       // next row for phase 1
 
   // ---- phase 1, one row: per-iteration test, kVec1 vectors, survivors appended to the queue --
-  P1Block<S> p1b;
+  P1Block<S> p1b{}; // zeroed once: jv and mg of lanes that never escape are never written
   auto phase1 = [&](int r) {
     const std::size_t roff = static_cast<std::size_t>(r) * static_cast<std::size_t>(rj.n);
     const RowJob job{rj.re0, rj.dre, rj.im[r], rj.n, max_iter, rj.iters + roff, rj.mag2 + roff};
@@ -871,10 +877,6 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
         const int base = g + v * L;
         pb.act[v] = S::first_lanes(nwork - base > 0 ? nwork - base : 0);
         S::store(pb.cr + v * L, S::cre(sc.work + base, pb.act[v], job.re0, job.dre));
-        S::store(pb.zr + v * L, S::zero());
-        S::store(pb.zi + v * L, S::zero());
-        S::store(pb.jv + v * L, S::zero());
-        S::store(pb.mg + v * L, S::zero());
       }
       [[maybe_unused]] const int ran = phase1_run<S>(pb, ci, p1);
       KSTAT(g_p1_steps += kVec1 * ran);
@@ -911,11 +913,8 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
           S::compress(sc.qzr + nq, act[v], zr[v]);
           S::compress(sc.qzi + nq, act[v], zi[v]);
           S::compress(sc.qcr + nq, act[v], cr[v]);
-          S::compress_idx(sc.qidx + nq, act[v], sc.work + base);
-          for (int i = 0; i < got; ++i) {
-            sc.qidx[nq + i] += gbase;
-            sc.qci[nq + i] = cim;
-          }
+          S::compress(sc.qci + nq, act[v], ci);
+          S::compress_idx(sc.qidx + nq, act[v], sc.work + base, gbase);
           nq += got;
         }
       }
