@@ -223,7 +223,24 @@ template <class S> int prepass(const RowJob &job, bool skip, int *work) {
 constexpr int kVec = OVERDRIVE_KVEC;
 constexpr int kVec1 = 2;
 
-struct F64 {
+// The slow path's scans over lanes (masks are lane bits in an unsigned): lanes in active whose
+// start is at most lim, and the smallest start among active lanes.
+struct LaneScans {
+  static unsigned started_by(const std::int64_t *start, unsigned active, std::int64_t lim) {
+    unsigned r = 0;
+    for (unsigned m = active; m; m &= m - 1)
+      if (start[__builtin_ctz(m)] <= lim) r |= 1u << __builtin_ctz(m);
+    return r;
+  }
+  static std::int64_t min_start(const std::int64_t *start, unsigned active) {
+    std::int64_t r = INT64_MAX;
+    for (unsigned m = active; m; m &= m - 1)
+      r = start[__builtin_ctz(m)] < r ? start[__builtin_ctz(m)] : r;
+    return r;
+  }
+};
+
+struct F64 : LaneScans {
   using T = double;
   using V = __m256d;
   using M = unsigned;
@@ -290,30 +307,14 @@ struct F64 {
     }
   }
   static void store_run(std::uint32_t *iters, float *mag2, int first, M m, V count, V mg) {
-    alignas(32) T c[L], g[L];
-    store(c, count);
-    store(g, mg);
-    for (; m; m &= m - 1) {
-      const int l = __builtin_ctz(m);
-      iters[first + l] = static_cast<std::uint32_t>(c[l]);
-      mag2[first + l] = static_cast<float>(g[l]);
-    }
-  }
-  static M started_by(const std::int64_t *start, M active, std::int64_t lim) {
-    M r = 0;
-    for (M m = active; m; m &= m - 1)
-      if (start[__builtin_ctz(m)] <= lim) r |= 1u << __builtin_ctz(m);
-    return r;
-  }
-  static std::int64_t min_start(const std::int64_t *start, M active) {
-    std::int64_t r = INT64_MAX;
-    for (M m = active; m; m &= m - 1)
-      r = start[__builtin_ctz(m)] < r ? start[__builtin_ctz(m)] : r;
-    return r;
+    int idx[L];
+    for (int l = 0; l < L; ++l)
+      idx[l] = first + l;
+    scatter(iters, mag2, idx, m, count, mg);
   }
 };
 
-struct F32 {
+struct F32 : LaneScans {
   using T = float;
   using V = __m256;
   using M = unsigned;
@@ -388,26 +389,10 @@ struct F32 {
     }
   }
   static void store_run(std::uint32_t *iters, float *mag2, int first, M m, V count, V mg) {
-    alignas(32) T c[L], g[L];
-    store(c, count);
-    store(g, mg);
-    for (; m; m &= m - 1) {
-      const int l = __builtin_ctz(m);
-      iters[first + l] = static_cast<std::uint32_t>(c[l]);
-      mag2[first + l] = g[l];
-    }
-  }
-  static M started_by(const std::int64_t *start, M active, std::int64_t lim) {
-    M r = 0;
-    for (M m = active; m; m &= m - 1)
-      if (start[__builtin_ctz(m)] <= lim) r |= 1u << __builtin_ctz(m);
-    return r;
-  }
-  static std::int64_t min_start(const std::int64_t *start, M active) {
-    std::int64_t r = INT64_MAX;
-    for (M m = active; m; m &= m - 1)
-      r = start[__builtin_ctz(m)] < r ? start[__builtin_ctz(m)] : r;
-    return r;
+    int idx[L];
+    for (int l = 0; l < L; ++l)
+      idx[l] = first + l;
+    scatter(iters, mag2, idx, m, count, mg);
   }
 };
 
