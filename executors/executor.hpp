@@ -10,6 +10,7 @@
 #include <future>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -29,6 +30,25 @@ inline std::int64_t to_ns(Clock::time_point t) noexcept {
 }
 
 enum class ExecutorKind { Inline, Tbb, Pool };
+
+struct ExecutorOptions;
+class Executor;
+
+/// One backend in the registry.
+struct ExecutorInfo {
+  ExecutorKind kind;
+  std::string_view name;        ///< "inline", "tbb", "pool": CLI choice, ?executor=, JSON name.
+  std::string_view description; ///< One line, for --help and the page.
+  /// True if a job runs on the thread that submits it (inline): a server must then give each
+  /// connection its own thread, as it would give an I/O thread.
+  bool runs_on_caller;
+  std::unique_ptr<Executor> (*make)(const ExecutorOptions &options); ///< workers already resolved
+};
+
+/// Every backend, in ExecutorKind order. To add one, see README "Extending".
+std::span<const ExecutorInfo> executor_registry() noexcept;
+/// The registry row of kind. Throws ExecutorError for a value outside the enum.
+const ExecutorInfo &executor_info(ExecutorKind kind);
 
 /// "inline", "tbb" or "pool".
 std::string_view to_string(ExecutorKind kind) noexcept;
@@ -110,9 +130,13 @@ struct ExecutorStats {
   std::string name;
   int workers = 0;
   std::size_t queue_limit = 0;
-  std::size_t queued = 0; ///< Waiting for a worker now.
-  int busy = 0;           ///< Running a job now.
-  std::uint64_t submitted = 0, refused = 0, completed = 0, failed = 0, cancelled = 0;
+  std::size_t queued = 0;           ///< Waiting for a worker now.
+  int busy = 0;                     ///< Running a job now.
+  std::uint64_t accepted = 0;       ///< Calls to submit that queued (or ran) the job.
+  std::uint64_t refused = 0;        ///< Calls to submit that returned false (full, or shut down).
+  std::uint64_t completed = 0;      ///< Accepted jobs that ran to their end.
+  std::uint64_t failed = 0;         ///< Accepted jobs that threw.
+  std::uint64_t cancelled = 0;      ///< Accepted jobs that gave up before their work.
   std::vector<double> busy_seconds; ///< Per worker, since start.
   /// Core-seconds during which a job was queued while a worker was idle: the integral over time
   /// of min(queued, idle workers). ~0 means the "every worker busy or nobody waiting" invariant
@@ -148,11 +172,6 @@ public:
 std::unique_ptr<Executor> make_executor(ExecutorKind kind, const ExecutorOptions &options = {});
 /// Builds an executor from a kind name; throws ExecutorError listing the valid names if unknown.
 std::unique_ptr<Executor> make_executor(std::string_view kind, const ExecutorOptions &options = {});
-
-/// Trace events as a JSON array.
-std::string to_json(const std::vector<JobEvent> &events);
-/// Stats as a JSON object.
-std::string to_json(const ExecutorStats &stats);
 
 /// Submits f(const JobContext&) and returns a future of its result, or nullopt if the executor
 /// refused it. An exception thrown by f reaches the future's get(); the job is then counted as

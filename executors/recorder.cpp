@@ -98,7 +98,7 @@ ExecutorStats Recorder::stats() const {
   s.queue_limit = queue_limit_;
   s.queued = queued_;
   s.busy = busy_;
-  s.submitted = submitted_;
+  s.accepted = accepted_;
   s.refused = refused_;
   s.completed = completed_;
   s.failed = failed_;
@@ -148,12 +148,11 @@ void Recorder::advance_locked(Clock::time_point now) noexcept {
 
 void Recorder::admit_locked(Clock::time_point now) noexcept {
   advance_locked(now);
-  ++submitted_;
+  ++accepted_;
   ++queued_;
 }
 
 void Recorder::refuse_locked(std::string &label, Clock::time_point now) {
-  ++submitted_;
   ++refused_;
   push_locked(label, -1, to_ns(now), 0, 0, JobOutcome::Refused);
 }

@@ -20,8 +20,8 @@ JobOutcome run_job(const Job &job, const JobContext &ctx) noexcept;
 ///
 /// Thread-safe: one mutex guards everything; each job costs three short critical sections
 /// (admit, start, finish), each reading the clock once under the lock so that the recorded
-/// state changes are totally ordered in time. `submitted` counts every call to submit, refused
-/// ones included (accepted = submitted - refused). Backends must pair every accepted job with
+/// state changes are totally ordered in time. Every call to submit counts once, as accepted or
+/// as refused. Backends must pair every accepted job with
 /// exactly one on_start and one on_finish. Lock order: a backend may call the recorder while
 /// holding its own mutex, never the reverse.
 class Recorder {
@@ -29,10 +29,10 @@ public:
   Recorder(std::string name, int workers, std::size_t queue_limit, std::size_t trace_capacity);
 
   /// Admits a job unless `queue_limit` jobs already wait (0 = unlimited). On success counts it
-  /// as submitted and queued, stores its submit time in `submitted` and returns true; on refusal
+  /// as accepted and queued, stores its submit time in `submitted` and returns true; on refusal
   /// records a Refused event (moving `label` into it) and returns false.
   bool try_admit(std::string &label, Clock::time_point &submitted);
-  /// Counts an accepted job as submitted and queued without a limit check (for backends that
+  /// Counts a job as accepted and queued without a limit check (for backends that
   /// decide admission themselves); returns its submit time.
   Clock::time_point admit();
   /// Records a refused submit (after shutdown, or a full queue decided by the backend).
@@ -67,7 +67,7 @@ private:
   mutable std::mutex mutex_;
   std::size_t queued_ = 0;
   int busy_ = 0;
-  std::uint64_t submitted_ = 0, refused_ = 0, completed_ = 0, failed_ = 0, cancelled_ = 0;
+  std::uint64_t accepted_ = 0, refused_ = 0, completed_ = 0, failed_ = 0, cancelled_ = 0;
   std::vector<std::int64_t> busy_ns_;       // finished jobs, per worker
   std::vector<std::int64_t> open_since_ns_; // start of the running job per worker, 0 = idle
   std::vector<JobEvent> ring_;              // event seq s lives at (s - 1) % size

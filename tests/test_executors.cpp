@@ -58,7 +58,7 @@ void runs_every_job_once(ExecutorKind kind) {
 
   const auto stats = ex->stats();
   CHECK(stats.name == to_string(kind));
-  CHECK(stats.submitted == kJobs);
+  CHECK(stats.accepted == kJobs);
   CHECK(stats.completed == kJobs);
   CHECK(stats.refused + stats.failed + stats.cancelled == 0);
   CHECK(stats.queued == 0);
@@ -134,7 +134,7 @@ void submit_after_shutdown_refused(ExecutorKind kind) {
 
   CHECK_FALSE(ran_late.load());
   const auto stats = ex->stats();
-  CHECK(stats.submitted == 3);
+  CHECK(stats.accepted == 1);
   CHECK(stats.refused == 2);
   CHECK(stats.completed == 1);
   const auto events = ex->trace_since(1);
@@ -242,7 +242,7 @@ void queue_limit(ExecutorKind kind) {
   const auto stats = ex->stats();
   CHECK(stats.completed == 4);
   CHECK(stats.refused == 2);
-  CHECK(stats.submitted == 6);
+  CHECK(stats.accepted == 4);
   const auto events = ex->trace_since(0);
   CHECK(std::count_if(events.begin(), events.end(),
                       [](const JobEvent &e) { return e.outcome == JobOutcome::Refused; }) == 2);
@@ -342,15 +342,11 @@ void trace_and_json(ExecutorKind kind) {
   const auto all = ex->trace_since(0);
   REQUIRE(all.size() == 4);
   check_workers_in_range(all, 1);
-  const auto json = to_json(all);
-  CHECK(json.front() == '[');
-  CHECK(json.back() == ']');
-  for (const char *field : {"\"seq\":1,", "\"label\":\"a\"", "\"worker\":0,", "\"submit_ns\":",
-                            "\"start_ns\":", "\"end_ns\":", "\"outcome\":\"done\"",
-                            "\"outcome\":\"refused\"", "\"worker\":-1,", "\"start_ns\":0,"})
-    CHECK_MESSAGE(json.find(field) != std::string::npos, std::string(field), " in ", json);
-  CHECK(json.find(R"("label":"quote\" back\\ nl\n ctl\u0001")") != std::string::npos);
-  CHECK(to_json(std::vector<JobEvent>{}) == "[]");
+  CHECK(all[0].label == "a");
+  CHECK(all[1].label == "quote\" back\\ nl\n ctl\x01");
+  CHECK(all[3].outcome == JobOutcome::Refused);
+  CHECK(all[3].worker == -1);
+  CHECK(all[3].start_ns == 0);
 
   const auto newer = ex->trace_since(2);
   REQUIRE(newer.size() == 2);
@@ -359,14 +355,15 @@ void trace_and_json(ExecutorKind kind) {
   CHECK(ex->trace_since(4).empty());
   CHECK(ex->trace_since(100).empty());
 
-  const auto stats_json = to_json(ex->stats());
-  for (const char *field : {"\"name\":\"", "\"workers\":1,", "\"queue_limit\":0,", "\"queued\":0,",
-                            "\"busy\":0,", "\"submitted\":4,", "\"refused\":1,", "\"completed\":3,",
-                            "\"failed\":0,", "\"cancelled\":0,", "\"busy_seconds\":[",
-                            "\"idle_while_waiting_seconds\":", "\"last_seq\":4}"})
-    CHECK_MESSAGE(stats_json.find(field) != std::string::npos, std::string(field), " in ",
-                  stats_json);
-  CHECK(stats_json.front() == '{');
+  const ExecutorStats s = ex->stats();
+  CHECK(s.accepted == 3);
+  CHECK(s.refused == 1);
+  CHECK(s.completed == 3);
+  CHECK(s.failed == 0);
+  CHECK(s.cancelled == 0);
+  CHECK(s.queued == 0);
+  CHECK(s.busy == 0);
+  CHECK(s.last_seq == 4);
 }
 
 void trace_ring_buffer(ExecutorKind kind) {

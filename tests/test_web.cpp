@@ -133,8 +133,9 @@ TEST_CASE("Web.StatsTraceMetricsAndHealth" * doctest::timeout(60)) {
   CHECK(health->status == 200);
   auto stats = c.Get("/api/stats");
   REQUIRE(stats);
-  for (const char *field : {"\"io\"", "\"idle_while_waiting_seconds\"", "\"name\":\"tbb\"",
-                            "\"io_threads\":16", "\"completed\":1"})
+  for (const char *field :
+       {"\"io\"", "\"idle_while_waiting_seconds\"", "\"name\":\"tbb\"", "\"io_threads\":16",
+        "\"completed\":1", "\"accepted\":1", "\"refused\":0"})
     CHECK_MESSAGE(stats->body.find(field) != std::string::npos, field);
   auto trace = c.Get("/api/trace?executor=tbb&since=0");
   REQUIRE(trace);

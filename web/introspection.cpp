@@ -1,0 +1,205 @@
+// What the server tells about itself: /api/stats (options, I/O pool, executor counters),
+// /api/trace (job events) and /metrics (Prometheus text).
+#include "web/json.hpp"
+#include "web/server_state.hpp"
+#include "web/wire.hpp"
+
+#include <sstream>
+
+namespace overdrive {
+namespace {
+
+void write_events(JsonWriter &j, const std::vector<JobEvent> &events) {
+  j.open('[');
+  for (const JobEvent &e : events)
+    j.open('{')
+        .field("seq", e.seq)
+        .field("label", e.label)
+        .field("worker", e.worker)
+        .field("submit_ns", e.submit_ns)
+        .field("start_ns", e.start_ns)
+        .field("end_ns", e.end_ns)
+        .field("outcome", to_string(e.outcome))
+        .close('}');
+  j.close(']');
+}
+
+void write_stats(JsonWriter &j, const ExecutorStats &s) {
+  namespace k = wire::stats;
+  j.open('{')
+      .field(k::name, s.name)
+      .field(k::workers, s.workers)
+      .field(k::queue_limit, s.queue_limit)
+      .field(k::queued, s.queued)
+      .field(k::busy, s.busy)
+      .field(k::accepted, s.accepted)
+      .field(k::refused, s.refused)
+      .field(k::completed, s.completed)
+      .field(k::failed, s.failed)
+      .field(k::cancelled, s.cancelled)
+      .key(k::busy_seconds)
+      .open('[');
+  for (const double b : s.busy_seconds)
+    j.value(b);
+  j.close(']')
+      .field(k::idle_while_waiting_seconds, s.idle_while_waiting_seconds)
+      .field(k::last_seq, s.last_seq)
+      .close('}');
+}
+
+} // namespace
+
+void TileServer::Impl::handle_stats(const httplib::Request &, httplib::Response &res) {
+  res.set_content(stats_json(), "application/json");
+  res.set_header("Cache-Control", "no-store");
+}
+
+void TileServer::Impl::handle_metrics(const httplib::Request &, httplib::Response &res) {
+  res.set_content(metrics_text(), "text/plain; version=0.0.4");
+}
+
+void TileServer::Impl::handle_trace(const httplib::Request &req, httplib::Response &res) {
+  std::uint64_t since = 0;
+  if (req.has_param("since")) {
+    const std::string v = req.get_param_value("since");
+    std::size_t used = 0;
+    try {
+      if (v.empty() || v[0] == '-') throw std::invalid_argument(v);
+      since = std::stoull(v, &used);
+    } catch (const std::exception &) {
+      used = std::string::npos;
+    }
+    if (used != v.size()) {
+      reply_error(res, 400, "since must be a non-negative integer");
+      return;
+    }
+  }
+  std::vector<ExecutorKind> kinds = all_executor_kinds();
+  if (req.has_param("executor")) {
+    const auto k = parse_executor_kind(req.get_param_value("executor"));
+    if (!k) {
+      reply_error(res, 400, "unknown executor (valid: " + executor_kind_names() + ")");
+      return;
+    }
+    kinds = {*k};
+  }
+  JsonWriter j;
+  j.open('{').field("now_ns", to_ns(Clock::now())).key(wire::stats::executors).open('[');
+  for (const ExecutorKind kind : kinds) {
+    Executor &ex = executor(kind);
+    j.open('{')
+        .field(wire::stats::name, ex.name())
+        .field(wire::stats::workers, ex.workers())
+        .field(wire::stats::last_seq, ex.stats().last_seq)
+        .key("events");
+    write_events(j, ex.trace_since(since));
+    j.close('}');
+  }
+  const std::string out = std::move(j.close(']').close('}')).take();
+  res.set_content(out, "application/json");
+  res.set_header("Cache-Control", "no-store");
+}
+
+std::string TileServer::Impl::stats_json() {
+  namespace k = wire::stats;
+  const detail::IoMeter::Snapshot io = io_meter.snapshot();
+  const detail::InlineSeats::Snapshot seats = inline_seats.snapshot();
+  JsonWriter j;
+  j.open('{').field(k::now_ns, to_ns(Clock::now()));
+  j.key(k::options)
+      .open('{')
+      .field("default_executor", to_string(opt.executor))
+      .field("workers", workers_of(opt))
+      .field("io_threads", opt.io_threads)
+      .field("queue_limit", opt.queue_limit)
+      .field("split", opt.split)
+      .field("work", to_string(opt.work))
+      .field("keep_alive_timeout_s", opt.keep_alive_timeout_s)
+      .field("request_timeout_s", opt.request_timeout_s)
+      .field("isa", to_string(best_isa()))
+      .close('}');
+  j.key(k::io)
+      .open('{')
+      .field("threads", opt.io_threads)
+      .field("queued", io.queued)
+      .field("busy", io.busy)
+      .field("rendering", io.rendering)
+      .field("connections", io.connections)
+      .key(k::idle_while_waiting_seconds)
+      .fixed(io.idle_while_waiting_seconds, 3)
+      .field("live_threads", io_live.load())
+      .field("shed", io_shed.load())
+      .key("inline_seats")
+      .open('{')
+      .field("capacity", seats.capacity)
+      .field("held", seats.held)
+      .field("waiting", seats.waiting)
+      .close('}')
+      .close('}');
+  j.key(k::executors).open('[');
+  for (const auto &e : executors)
+    write_stats(j, e->stats());
+  return std::move(j.close(']').close('}')).take();
+}
+
+std::string TileServer::Impl::metrics_text() {
+  std::ostringstream m;
+  auto metric = [&m](const char *name, const char *type, const char *help) {
+    m << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n";
+  };
+  std::vector<ExecutorStats> stats;
+  for (auto &e : executors)
+    stats.push_back(e->stats());
+  auto per_exec = [&](const char *name, const char *type, const char *help, auto field) {
+    metric(name, type, help);
+    for (const auto &s : stats)
+      m << name << "{executor=\"" << s.name << "\"} " << field(s) << "\n";
+  };
+  per_exec("overdrive_jobs_accepted_total", "counter", "Tile jobs accepted (queued or run).",
+           [](const ExecutorStats &s) { return s.accepted; });
+  per_exec("overdrive_jobs_refused_total", "counter", "Tile jobs refused (429).",
+           [](const ExecutorStats &s) { return s.refused; });
+  per_exec("overdrive_jobs_completed_total", "counter", "Tile jobs completed.",
+           [](const ExecutorStats &s) { return s.completed; });
+  per_exec("overdrive_jobs_failed_total", "counter", "Tile jobs that threw.",
+           [](const ExecutorStats &s) { return s.failed; });
+  per_exec("overdrive_jobs_cancelled_total", "counter", "Tile jobs abandoned.",
+           [](const ExecutorStats &s) { return s.cancelled; });
+  per_exec("overdrive_jobs_queued", "gauge", "Tile jobs waiting for a worker.",
+           [](const ExecutorStats &s) { return s.queued; });
+  per_exec("overdrive_workers_busy", "gauge", "Workers running a tile job.",
+           [](const ExecutorStats &s) { return s.busy; });
+  per_exec("overdrive_workers", "gauge", "Workers per executor.",
+           [](const ExecutorStats &s) { return s.workers; });
+  per_exec("overdrive_idle_while_waiting_seconds_total", "counter",
+           "Core-seconds a job waited while a worker of its executor was idle.",
+           [](const ExecutorStats &s) { return s.idle_while_waiting_seconds; });
+  metric("overdrive_worker_busy_seconds_total", "counter", "Busy time per worker.");
+  for (const auto &s : stats)
+    for (std::size_t w = 0; w < s.busy_seconds.size(); ++w)
+      m << "overdrive_worker_busy_seconds_total{executor=\"" << s.name << "\",worker=\"" << w
+        << "\"} " << s.busy_seconds[w] << "\n";
+  const detail::IoMeter::Snapshot io = io_meter.snapshot();
+  metric("overdrive_io_threads", "gauge", "Connection threads (--io-threads).");
+  m << "overdrive_io_threads " << opt.io_threads << "\n";
+  metric("overdrive_io_connections_queued", "gauge", "Connections waiting for an I/O thread.");
+  m << "overdrive_io_connections_queued " << io.queued << "\n";
+  metric("overdrive_io_connections_total", "counter", "Connections accepted.");
+  m << "overdrive_io_connections_total " << io.connections << "\n";
+  metric("overdrive_io_idle_while_waiting_seconds_total", "counter",
+         "Worker-seconds idle while connections waited for an I/O thread.");
+  m << "overdrive_io_idle_while_waiting_seconds_total " << io.idle_while_waiting_seconds << "\n";
+  metric("overdrive_io_threads_live", "gauge", "Connection threads running now.");
+  m << "overdrive_io_threads_live " << io_live.load() << "\n";
+  metric("overdrive_io_connections_shed_total", "counter",
+         "Connections answered 503 at once because too many waited for an I/O thread.");
+  m << "overdrive_io_connections_shed_total " << io_shed.load() << "\n";
+  metric("overdrive_http_responses_total", "counter", "HTTP responses by class.");
+  const char *classes[] = {"2xx", "3xx", "4xx", "429", "5xx", "503"};
+  for (std::size_t i = 0; i < responses.size(); ++i)
+    m << "overdrive_http_responses_total{code=\"" << classes[i] << "\"} " << responses[i].load()
+      << "\n";
+  return m.str();
+}
+
+} // namespace overdrive

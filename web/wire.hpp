@@ -1,0 +1,46 @@
+// The server's wire format in one place: the Server-Timing metric names and response headers of
+// a tile, and the keys of /api/stats. The server writes them and the bench reads them back, so
+// neither can drift from the other.
+#pragma once
+
+#include <string_view>
+
+namespace overdrive::wire {
+
+/// Server-Timing metrics on a tile response (milliseconds, "name;dur=MS").
+namespace timing {
+inline constexpr std::string_view io = "io";         ///< waiting for an I/O thread (or seat)
+inline constexpr std::string_view queue = "queue";   ///< waiting for a worker
+inline constexpr std::string_view render = "render"; ///< rendering, synthetic work included
+inline constexpr std::string_view encode = "encode"; ///< PNG encoding
+inline constexpr std::string_view work = "work";     ///< the synthetic part of render, if any
+} // namespace timing
+
+/// Response headers of a tile.
+namespace header {
+inline constexpr std::string_view executor = "X-Overdrive-Executor";
+inline constexpr std::string_view worker = "X-Overdrive-Worker";
+} // namespace header
+
+/// Keys of GET /api/stats: {"now_ns", "options":{...}, "io":{...}, "executors":[{...}]}.
+namespace stats {
+inline constexpr std::string_view now_ns = "now_ns";
+inline constexpr std::string_view options = "options";
+inline constexpr std::string_view io = "io";
+inline constexpr std::string_view executors = "executors";
+inline constexpr std::string_view name = "name"; ///< first key of each executor object
+inline constexpr std::string_view workers = "workers";
+inline constexpr std::string_view queue_limit = "queue_limit";
+inline constexpr std::string_view queued = "queued";
+inline constexpr std::string_view busy = "busy";
+inline constexpr std::string_view accepted = "accepted";
+inline constexpr std::string_view refused = "refused";
+inline constexpr std::string_view completed = "completed";
+inline constexpr std::string_view failed = "failed";
+inline constexpr std::string_view cancelled = "cancelled";
+inline constexpr std::string_view busy_seconds = "busy_seconds";
+inline constexpr std::string_view idle_while_waiting_seconds = "idle_while_waiting_seconds";
+inline constexpr std::string_view last_seq = "last_seq";
+} // namespace stats
+
+} // namespace overdrive::wire
