@@ -86,9 +86,9 @@ int run_bench_cmd(BenchArgs &a) {
   o.server.size = a.size;
   if (static_cast<std::uint64_t>(a.iter) * static_cast<std::uint64_t>(a.size) *
           static_cast<std::uint64_t>(a.size) >
-      TileLimits::max_work)
+      Limits::max_tile_work)
     return fail("--iter x --size^2 exceeds the server's work budget (" +
-                std::to_string(TileLimits::max_work) + ")");
+                std::to_string(Limits::max_tile_work) + ")");
   o.load.zoom = a.zoom;
   o.load.duration_s = a.duration;
   o.load.seed = a.seed;
@@ -234,11 +234,11 @@ void add_bench_command(CLI::App &app) {
                              "Server keep-alive timeout in s (default 5)")
                  ->check(CLI::Range(0, 300));
   auto *iter = cmd->add_option("--iter", a->iter, "Iterations per pixel (default 2048)")
-                   ->check(CLI::Range(1, TileLimits::max_iter));
+                   ->check(CLI::Range(1, Limits::max_tile_iterations));
   cmd->add_option("--zoom", a->zoom, "Zoom of the tiles requested (default 2: 16 tiles)")
       ->check(CLI::Range(0, 40));
   auto *size = cmd->add_option("--size", a->size, "Tile size in pixels (default 256)")
-                   ->check(CLI::Range(1, TileLimits::max_size));
+                   ->check(CLI::Range(Limits::min_tile_size, Limits::max_tile_size));
   a->o_rate = cmd->add_option("--rate", a->rate,
                               "Open loop: requests/s, or a share of capacity (workers/T) like 90% "
                               "(default 90%)");

@@ -11,6 +11,10 @@ namespace overdrive::cli {
 void add_render_command(CLI::App &app);
 /// `overdrive serve`: the HTTP tile server.
 void add_serve_command(CLI::App &app);
+/// Blocks SIGINT and SIGTERM in the calling thread and every thread it starts later, so that
+/// `serve` receives them through sigwait (a graceful stop) however early they arrive. main()
+/// calls it first thing for `serve`.
+void block_stop_signals() noexcept;
 /// `overdrive bench`: arrival-pattern HTTP benchmark of the executors.
 void add_bench_command(CLI::App &app);
 

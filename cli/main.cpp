@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <string>
+#include <string_view>
 
 namespace {
 
@@ -21,6 +22,9 @@ bool is_known_command(const CLI::App &app, const std::string &word, std::string 
 } // namespace
 
 int main(int argc, char **argv) {
+  // Before anything else: a SIGTERM in the first instants of `serve` must still stop it
+  // gracefully (exit 0), not kill it (143).
+  if (argc > 1 && std::string_view(argv[1]) == "serve") overdrive::cli::block_stop_signals();
   CLI::App app{"Fractal Overdrive: where does a CPU-heavy server's time go?\n"
                "Renders the Mandelbrot set through interchangeable executors.",
                "overdrive"};

@@ -228,16 +228,18 @@ void add_render_command(CLI::App &app) {
                       ", default 1000)")
       ->check(CLI::Range(1, Limits::max_iterations));
   cmd->add_option("--palette", args->palette, "Colour palette: " + palette_names())
-      ->check(CLI::IsMember({"classic", "fire", "ocean", "grey"}));
-  cmd->add_option("--precision", args->precision, "Number format of the kernel: f64 or f32")
-      ->check(CLI::IsMember({"f64", "f32"}));
+      ->check(CLI::IsMember(all_palette_names()));
+  cmd->add_option("--precision", args->precision,
+                  "Number format of the kernel: " + precision_names() + " (default f64)")
+      ->check(CLI::IsMember(all_precision_names()));
   cmd->add_option("--isa", args->isa,
                   "Kernel instruction set: auto, scalar, avx2, avx512 (default auto)")
-      ->check(CLI::IsMember({"auto", "scalar", "avx2", "avx512"}));
+      ->check(CLI::IsMember(all_isa_names()));
   cmd->add_option("--out", args->out, "Output PNG file (default mandelbrot.png)");
   cmd->add_option("--executor", args->executor,
-                  "Executor that renders the row bands: pool, tbb or inline (default pool)")
-      ->check(CLI::IsMember({"pool", "tbb", "inline"}));
+                  "Executor that renders the row bands: " + executor_kind_names() +
+                      " (default pool)")
+      ->check(CLI::IsMember(all_executor_names()));
   cmd->add_option("--workers", args->workers, "Workers (default: number of cores)")
       ->check(CLI::Range(1, 256));
   cmd->add_flag("--split", args->split, "tbb: also split each band across all workers");

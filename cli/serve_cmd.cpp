@@ -17,6 +17,14 @@ struct ServeArgs {
   bool quiet = false;
 };
 
+sigset_t stop_signal_set() noexcept {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
 int run_serve(ServeArgs &a) {
   if (auto k = parse_executor_kind(a.executor)) a.opt.executor = *k;
   const auto work = parse_work_spec(a.work);
@@ -28,12 +36,10 @@ int run_serve(ServeArgs &a) {
   a.opt.work = *work;
   a.opt.access_log = !a.quiet;
 
-  // Block the stop signals in every thread (they inherit this mask); one thread waits for them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // main() blocked the stop signals before anything started (threads inherit the mask); one
+  // thread waits for them.
+  block_stop_signals();
+  const sigset_t stop_signals = stop_signal_set();
   std::signal(SIGPIPE, SIG_IGN);
 
   TileServer server(a.opt);
@@ -64,6 +70,11 @@ int run_serve(ServeArgs &a) {
 
 } // namespace
 
+void block_stop_signals() noexcept {
+  const sigset_t set = stop_signal_set();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
 void add_serve_command(CLI::App &app) {
   auto args = std::make_shared<ServeArgs>();
   ServerOptions &o = args->opt;
@@ -73,9 +84,9 @@ void add_serve_command(CLI::App &app) {
   cmd->add_option("--port", o.port, "Port (default 8080; 0 = any free port)")
       ->check(CLI::Range(0, 65535));
   cmd->add_option("--executor", args->executor,
-                  "Default executor: pool, tbb or inline (a request may pick another with "
-                  "?executor=)")
-      ->check(CLI::IsMember({"pool", "tbb", "inline"}));
+                  "Default executor: " + executor_kind_names() +
+                      " (default pool; a request may pick another with ?executor=)")
+      ->check(CLI::IsMember(all_executor_names()));
   cmd->add_option("--workers", o.workers,
                   "Workers per executor (default: number of cores); for inline also its I/O "
                   "threads: a connection holds one of these N seats until it closes")

@@ -68,6 +68,13 @@ std::vector<ExecutorKind> all_executor_kinds() {
   return kinds;
 }
 
+std::vector<std::string> all_executor_names() {
+  std::vector<std::string> names;
+  for (const ExecutorInfo &info : kRegistry)
+    names.emplace_back(info.name);
+  return names;
+}
+
 std::string_view to_string(JobOutcome outcome) noexcept {
   switch (outcome) {
   case JobOutcome::Done:

@@ -56,8 +56,10 @@ std::string_view to_string(ExecutorKind kind) noexcept;
 std::optional<ExecutorKind> parse_executor_kind(std::string_view name) noexcept;
 /// "inline, tbb, pool", for error messages.
 std::string executor_kind_names();
-/// All kinds, in a fixed order.
+/// All kinds, in registry order.
 std::vector<ExecutorKind> all_executor_kinds();
+/// All kind names, in registry order (CLI choices).
+std::vector<std::string> all_executor_names();
 
 struct ExecutorOptions {
   int workers = 0;                   ///< Concurrent jobs; 0 = number of cores.

@@ -201,13 +201,36 @@ std::optional<Isa> parse_isa(std::string_view n) noexcept {
   return find_name(isas, n);
 }
 
-std::string palette_names() {
+namespace {
+template <typename E, std::size_t N>
+std::vector<std::string> list_of(const std::array<std::pair<std::string_view, E>, N> &names) {
+  std::vector<std::string> out;
+  for (const auto &[n, e] : names)
+    out.emplace_back(n);
+  return out;
+}
+std::string joined(const std::vector<std::string> &names) {
   std::string s;
-  for (const auto &[n, e] : palettes) {
-    if (!s.empty()) s += ", ";
-    s += n;
-  }
+  for (const auto &n : names)
+    s += (s.empty() ? "" : ", ") + n;
   return s;
+}
+} // namespace
+
+std::vector<std::string> all_palette_names() {
+  return list_of(palettes);
+}
+std::vector<std::string> all_precision_names() {
+  return list_of(precisions);
+}
+std::vector<std::string> all_isa_names() {
+  return list_of(isas);
+}
+std::string palette_names() {
+  return joined(all_palette_names());
+}
+std::string precision_names() {
+  return joined(all_precision_names());
 }
 
 } // namespace overdrive

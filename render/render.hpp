@@ -14,11 +14,19 @@
 namespace overdrive {
 
 /// Hard limits shared by every front end (CLI, HTTP); validate against them at the edge.
+/// One definition of each cap: the HTTP parser, the CLI and the bench all read these.
 struct Limits {
-  static constexpr int max_image_side = 32768;    ///< Pixels per side of one image.
-  static constexpr int max_tile_size = 1024;      ///< Pixels per side of one tile.
-  static constexpr int max_tile_zoom = 40;        ///< Below this doubles still resolve pixels.
-  static constexpr int max_iterations = 10000000; ///< Iteration cap for one pixel.
+  static constexpr int max_image_side = 32768;    ///< Pixels per side of one CLI image.
+  static constexpr int max_iterations = 10000000; ///< Iteration cap for one pixel of a CLI image.
+  static constexpr int min_tile_size = 16;        ///< Pixels per side of one tile, at least.
+  static constexpr int max_tile_size = 1024;      ///< Pixels per side of one tile, at most.
+  static constexpr int default_tile_size = 256;
+  static constexpr int max_tile_zoom = 40;           ///< Below this doubles still resolve pixels.
+  static constexpr int max_tile_iterations = 100000; ///< Iteration cap for one pixel of a tile.
+  static constexpr int default_tile_iterations = 512;
+  /// iter x size^2 budget of one tile: 65536 iterations of a 256x256 tile at most (seconds, not
+  /// minutes, even for the scalar kernel on interior-heavy tiles).
+  static constexpr std::uint64_t max_tile_work = std::uint64_t{1} << 32;
 };
 
 /// Colour maps for escaped points; points inside the set are always black.
@@ -195,7 +203,13 @@ std::string_view to_string(Isa isa) noexcept;
 std::optional<Palette> parse_palette(std::string_view name) noexcept;
 std::optional<Precision> parse_precision(std::string_view name) noexcept;
 std::optional<Isa> parse_isa(std::string_view name) noexcept;
+/// Valid names in a fixed order (the one list each set of names comes from): CLI choices,
+/// error messages, /api/stats and the page derive from these.
+std::vector<std::string> all_palette_names();
+std::vector<std::string> all_precision_names();
+std::vector<std::string> all_isa_names();
 /// Comma-separated valid names, for error messages.
 std::string palette_names();
+std::string precision_names();
 
 } // namespace overdrive

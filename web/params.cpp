@@ -96,23 +96,24 @@ TileParse parse_tile_query(std::string_view z, std::string_view x, std::string_v
 
   TileQuery q;
   q.tile = tile;
-  int size = TileLimits::default_size;
-  q.request.max_iter = TileLimits::default_iter;
+  int size = Limits::default_tile_size;
+  q.request.max_iter = Limits::default_tile_iterations;
   std::string_view last_key;
   for (const auto &[key, value] : params) {
     if (key == last_key) return bad("parameter " + quoted(key) + " is given more than once");
     last_key = key;
     if (key == "iter") {
       const auto v = parse_u64(value);
-      if (!v || *v < 1 || *v > TileLimits::max_iter)
+      if (!v || *v < 1 || *v > Limits::max_tile_iterations)
         return bad("iter " + quoted(value) + " must be an integer from 1 to " +
-                   std::to_string(TileLimits::max_iter));
+                   std::to_string(Limits::max_tile_iterations));
       q.request.max_iter = static_cast<int>(*v);
     } else if (key == "size") {
       const auto v = parse_u64(value);
-      if (!v || *v < 16 || *v > TileLimits::max_size)
-        return bad("size " + quoted(value) + " must be an integer from 16 to " +
-                   std::to_string(TileLimits::max_size));
+      if (!v || *v < Limits::min_tile_size || *v > Limits::max_tile_size)
+        return bad("size " + quoted(value) + " must be an integer from " +
+                   std::to_string(Limits::min_tile_size) + " to " +
+                   std::to_string(Limits::max_tile_size));
       size = static_cast<int>(*v);
     } else if (key == "palette") {
       const auto p = parse_palette(value);
@@ -120,7 +121,8 @@ TileParse parse_tile_query(std::string_view z, std::string_view x, std::string_v
       q.request.palette = *p;
     } else if (key == "precision") {
       const auto p = parse_precision(value);
-      if (!p) return bad("unknown precision " + quoted(value) + " (valid: f64, f32)");
+      if (!p)
+        return bad("unknown precision " + quoted(value) + " (valid: " + precision_names() + ")");
       q.request.precision = *p;
     } else if (key == "executor") {
       const auto e = parse_executor_kind(value);
@@ -136,9 +138,9 @@ TileParse parse_tile_query(std::string_view z, std::string_view x, std::string_v
   }
   const auto work = static_cast<std::uint64_t>(size) * static_cast<std::uint64_t>(size) *
                     static_cast<std::uint64_t>(q.request.max_iter);
-  if (work > TileLimits::max_work)
+  if (work > Limits::max_tile_work)
     return bad("iter x size^2 = " + std::to_string(work) + " exceeds the per-tile budget of " +
-               std::to_string(TileLimits::max_work));
+               std::to_string(Limits::max_tile_work));
   q.request.view = tile_viewport(tile, size);
   out.query = q;
   return out;

@@ -30,17 +30,6 @@ std::string to_string(const WorkSpec &work);
 /// Runs the synthetic cost on the calling thread.
 void perform_work(const WorkSpec &work);
 
-/// Server-side caps and defaults for tile requests.
-struct TileLimits {
-  static constexpr int max_size = 1024;
-  static constexpr int max_iter = 100000;
-  /// iter x size^2 budget: 65536 iterations of a 256x256 tile at most (seconds, not minutes, even
-  /// for the scalar kernel on interior-heavy tiles).
-  static constexpr std::uint64_t max_work = std::uint64_t{1} << 32;
-  static constexpr int default_size = 256;
-  static constexpr int default_iter = 512;
-};
-
 /// A validated tile request: what to render and which executor renders it.
 struct TileQuery {
   TileId tile;

@@ -2,6 +2,7 @@
 // submit to the executor, answer 429 + Retry-After at once when it is full, and report where
 // the tile's time went in Server-Timing.
 #include "web/server_state.hpp"
+#include "web/wire.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -166,17 +167,21 @@ void TileServer::Impl::handle_tile(const httplib::Request &req, httplib::Respons
   }
   double io_ms = seat_wait_ms;
   if (connection.requests++ == 0) io_ms += ms_between(connection.enqueued, connection.started);
-  const std::string timing = "io;dur=" + fixed3(io_ms) + ";desc=\"waiting for an I/O thread\"" +
-                             ", queue;dur=" + fixed3(r.queue_ms) +
-                             ", render;dur=" + fixed3(r.work_ms + r.render_ms) +
-                             ", encode;dur=" + fixed3(r.encode_ms) +
-                             (work.kind != WorkSpec::Kind::None
-                                  ? ", work;dur=" + fixed3(r.work_ms) + ";desc=\"synthetic " +
-                                        to_string(work) + " (part of render)\""
-                                  : std::string());
+  namespace t = wire::timing;
+  auto metric = [](std::string_view name, double ms, std::string_view desc = {}) {
+    std::string m = std::string(name) + ";dur=" + fixed3(ms);
+    if (!desc.empty()) m += ";desc=\"" + std::string(desc) + "\"";
+    return m;
+  };
+  std::string timing =
+      metric(t::io, io_ms, "waiting for an I/O thread") + ", " + metric(t::queue, r.queue_ms) +
+      ", " + metric(t::render, r.work_ms + r.render_ms) + ", " + metric(t::encode, r.encode_ms);
+  if (work.kind != WorkSpec::Kind::None)
+    timing +=
+        ", " + metric(t::work, r.work_ms, "synthetic " + to_string(work) + " (part of render)");
   res.set_header("Server-Timing", timing);
-  res.set_header("X-Overdrive-Executor", std::string(ex.name()));
-  res.set_header("X-Overdrive-Worker", std::to_string(r.worker));
+  res.set_header(std::string(wire::header::executor), std::string(ex.name()));
+  res.set_header(std::string(wire::header::worker), std::to_string(r.worker));
   res.set_header("Cache-Control", "public, max-age=3600");
   detail::log_note().timing = "worker=" + std::to_string(r.worker) + " io=" + fixed3(io_ms) +
                               " queue=" + fixed3(r.queue_ms) +

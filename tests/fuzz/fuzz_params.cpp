@@ -52,11 +52,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     OVERDRIVE_FUZZ_CHECK(tile_is_valid(q.tile));
     const int s = q.request.view.pixel_width;
     OVERDRIVE_FUZZ_CHECK(s == q.request.view.pixel_height);
-    OVERDRIVE_FUZZ_CHECK(s >= 16 && s <= TileLimits::max_size);
-    OVERDRIVE_FUZZ_CHECK(q.request.max_iter >= 1 && q.request.max_iter <= TileLimits::max_iter);
+    OVERDRIVE_FUZZ_CHECK(s >= Limits::min_tile_size && s <= Limits::max_tile_size);
+    OVERDRIVE_FUZZ_CHECK(q.request.max_iter >= 1 && q.request.max_iter <= Limits::max_tile_iterations);
     OVERDRIVE_FUZZ_CHECK(static_cast<std::uint64_t>(s) * static_cast<std::uint64_t>(s) *
                              static_cast<std::uint64_t>(q.request.max_iter) <=
-                         TileLimits::max_work);
+                         Limits::max_tile_work);
     OVERDRIVE_FUZZ_CHECK(q.request.view == tile_viewport(q.tile, s));
     // The canonical spelling parses to the same query.
     std::multimap<std::string, std::string> canon = {{"iter", std::to_string(q.request.max_iter)},
