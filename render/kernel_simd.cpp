@@ -12,6 +12,7 @@
 // the next row when the queue runs dry. A lane that escaped inside a block is re-run from the
 // saved block start, iteration by iteration, so counts are exactly what a per-iteration test
 // would give: the counts of a pixel do not depend on the batch or lane it ran in.
+#include "render/kernel_isa.hpp"
 #include "render/render.hpp"
 
 #include <cstddef>
@@ -1115,23 +1116,28 @@ template <class S> void kernel(const RowsJob &rj, bool skip, void *scratch) {
   }
 }
 } // namespace
+} // namespace overdrive::detail
 
-#if defined(OVERDRIVE_KERNEL_AVX512)
-#define OVERDRIVE_KERNEL_NAME(x) x##_avx512
-#else
-#define OVERDRIVE_KERNEL_NAME(x) x##_avx2
-#endif
-
+// The entry points of kernel_isa.hpp, defined with qualified names (a mismatch does not compile).
 // Scratch for rows of n pixels: work list, queue of survivors (double-sized, fits float too).
-int OVERDRIVE_KERNEL_NAME(kernel_scratch_bytes)(int n) {
+#if defined(OVERDRIVE_KERNEL_AVX512)
+int overdrive::detail::kernel_scratch_bytes_avx512(int n) {
   return scratch_layout<F64>(nullptr, n, nullptr);
 }
-// rows * n must fit an int (the caller splits larger jobs).
-void OVERDRIVE_KERNEL_NAME(kernel_f64)(const RowsJob &job, bool skip_interior, void *scratch) {
+void overdrive::detail::kernel_f64_avx512(const RowsJob &job, bool skip_interior, void *scratch) {
   kernel<F64>(job, skip_interior, scratch);
 }
-void OVERDRIVE_KERNEL_NAME(kernel_f32)(const RowsJob &job, bool skip_interior, void *scratch) {
+void overdrive::detail::kernel_f32_avx512(const RowsJob &job, bool skip_interior, void *scratch) {
   kernel<F32>(job, skip_interior, scratch);
 }
-
-} // namespace overdrive::detail
+#else
+int overdrive::detail::kernel_scratch_bytes_avx2(int n) {
+  return scratch_layout<F64>(nullptr, n, nullptr);
+}
+void overdrive::detail::kernel_f64_avx2(const RowsJob &job, bool skip_interior, void *scratch) {
+  kernel<F64>(job, skip_interior, scratch);
+}
+void overdrive::detail::kernel_f32_avx2(const RowsJob &job, bool skip_interior, void *scratch) {
+  kernel<F32>(job, skip_interior, scratch);
+}
+#endif
