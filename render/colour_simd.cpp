@@ -3,6 +3,7 @@
 // the same IEEE float operation, in the same order, as colour_index_scalar() in kernel.cpp
 // (plain multiplies and adds, -ffp-contract=off), so every ISA gives identical indices and the
 // images do not depend on the CPU. Test: Render.ColourIndicesMatchAcrossIsas.
+#include "render/kernel_isa.hpp"
 #include "render/render.hpp"
 
 #include <cstddef>
@@ -123,17 +124,17 @@ void indices(const std::uint32_t *iters, const float *mag2, std::size_t n, int m
     idx[k] = colour_index_scalar(iters[k], mag2[k], max_iter);
 }
 } // namespace
+} // namespace overdrive::detail
 
+// The entry points of kernel_isa.hpp, defined with qualified names (a mismatch does not compile).
 #if defined(OVERDRIVE_KERNEL_AVX512)
-void colour_indices_avx512(const std::uint32_t *iters, const float *mag2, std::size_t n,
-                           int max_iter, std::uint16_t *idx) {
+void overdrive::detail::colour_indices_avx512(const std::uint32_t *iters, const float *mag2,
+                                              std::size_t n, int max_iter, std::uint16_t *idx) {
   indices(iters, mag2, n, max_iter, idx);
 }
 #else
-void colour_indices_avx2(const std::uint32_t *iters, const float *mag2, std::size_t n, int max_iter,
-                         std::uint16_t *idx) {
+void overdrive::detail::colour_indices_avx2(const std::uint32_t *iters, const float *mag2,
+                                            std::size_t n, int max_iter, std::uint16_t *idx) {
   indices(iters, mag2, n, max_iter, idx);
 }
 #endif
-
-} // namespace overdrive::detail

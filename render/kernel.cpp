@@ -1,7 +1,9 @@
 // Escape-time kernels and their run-time selection. kernel_reference is the textbook loop that
 // every faster kernel is tested against; keep it simple and obviously right. This file is built
 // with -ffp-contract=off so the reference is not FMA-contracted. The SIMD kernels live in
-// kernel_simd.cpp, compiled once per instruction set and entered only after a CPU check here.
+// kernel_simd.cpp (and the colouring's in colour_simd.cpp), compiled once per instruction set
+// and entered, through the entry points of kernel_isa.hpp, only after a CPU check here.
+#include "render/kernel_isa.hpp"
 #include "render/render.hpp"
 
 #include <algorithm>
@@ -14,21 +16,6 @@
 #include <vector>
 
 namespace overdrive {
-
-namespace detail {
-// kernel_simd.cpp, built with AVX2 + FMA flags and with AVX-512 flags.
-int kernel_scratch_bytes_avx2(int n);
-void kernel_f64_avx2(const RowsJob &job, bool skip_interior, void *scratch);
-void kernel_f32_avx2(const RowsJob &job, bool skip_interior, void *scratch);
-int kernel_scratch_bytes_avx512(int n);
-void kernel_f64_avx512(const RowsJob &job, bool skip_interior, void *scratch);
-void kernel_f32_avx512(const RowsJob &job, bool skip_interior, void *scratch);
-// colour_simd.cpp, built the same two ways.
-void colour_indices_avx2(const std::uint32_t *iters, const float *mag2, std::size_t n, int max_iter,
-                         std::uint16_t *idx);
-void colour_indices_avx512(const std::uint32_t *iters, const float *mag2, std::size_t n,
-                           int max_iter, std::uint16_t *idx);
-} // namespace detail
 
 void kernel_reference(const RowJob &job) noexcept {
   for (int k = 0; k < job.n; ++k) {
