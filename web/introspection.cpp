@@ -136,6 +136,17 @@ std::string TileServer::Impl::stats_json() {
       .field("waiting", seats.waiting)
       .close('}')
       .close('}');
+  j.key(k::names).open('{');
+  auto names = [&j](std::string_view key, const std::vector<std::string> &list) {
+    j.key(key).open('[');
+    for (const auto &n : list)
+      j.value(n);
+    j.close(']');
+  };
+  names("executors", all_executor_names());
+  names("palettes", all_palette_names());
+  names("precisions", all_precision_names());
+  j.close('}');
   j.key(k::executors).open('[');
   for (const auto &e : executors)
     write_stats(j, e->stats());

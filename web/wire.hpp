@@ -22,11 +22,13 @@ inline constexpr std::string_view executor = "X-Overdrive-Executor";
 inline constexpr std::string_view worker = "X-Overdrive-Worker";
 } // namespace header
 
-/// Keys of GET /api/stats: {"now_ns", "options":{...}, "io":{...}, "executors":[{...}]}.
+/// Keys of GET /api/stats: {"now_ns", "options":{...}, "io":{...}, "names":{"executors":[...],
+/// "palettes":[...], "precisions":[...]}, "executors":[{...}]}.
 namespace stats {
 inline constexpr std::string_view now_ns = "now_ns";
 inline constexpr std::string_view options = "options";
 inline constexpr std::string_view io = "io";
+inline constexpr std::string_view names = "names";
 inline constexpr std::string_view executors = "executors";
 inline constexpr std::string_view name = "name"; ///< first key of each executor object
 inline constexpr std::string_view workers = "workers";
