@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <future>
+#include <limits>
 #include <stdexcept>
 #include <thread>
 
@@ -163,8 +164,8 @@ ExecutorResult run_target(const Endpoint &ep, const BenchOptions &o, LoadSpec sp
 
 Calibration calibrate(const Endpoint &ep, const LoadSpec &spec, int count, int workers,
                       bool split) {
-  constexpr int rounds = 3;
-  constexpr double budget_ms = 3000, agree = 0.05;
+  constexpr int rounds = 5, enough_rounds = 3;
+  constexpr double budget_ms = 3000, enough_ms = 1000, agree = 0.05;
   Calibration cal;
   cal.split = split;
   std::vector<std::string> paths;
@@ -174,7 +175,7 @@ Calibration calibrate(const Endpoint &ep, const LoadSpec &spec, int count, int w
   }
   cal.paths = static_cast<int>(paths.size());
   struct Sample {
-    double wall, serial;
+    double wall, serial, work, latency;
   };
   std::vector<std::vector<Sample>> samples(paths.size());
   std::vector<double> all_wall;
@@ -209,30 +210,34 @@ Calibration calibrate(const Endpoint &ep, const LoadSpec &spec, int count, int w
       const ServerTiming st = parse_server_timing(r.header("server-timing"));
       // A server without Server-Timing (decided by the first answer): client latencies.
       if (round == 0 && p == 0) server_timing = st.render && st.encode;
-      Sample s{latency, latency};
+      Sample s{latency, latency, 0, latency};
       if (server_timing && st.render && st.encode) {
         s.wall = *st.render + *st.encode;
         // With split only the render proper runs on all workers; the synthetic work (part of
         // render in Server-Timing) and the encode run on one.
-        const double work = std::min(st.work.value_or(0.0), *st.render);
-        s.serial = split ? work + *st.encode + workers * (*st.render - work) : s.wall;
+        s.work = std::min(st.work.value_or(0.0), *st.render);
+        s.serial = split ? s.work + *st.encode + workers * (*st.render - s.work) : s.wall;
       }
       samples[p].push_back(s);
       all_wall.push_back(s.wall);
       stop = done(round == 0 ? p + 1 : paths.size());
     }
+    stop = stop || (round + 1 >= enough_rounds && elapsed_ms() >= enough_ms);
   }
   cal.source = server_timing ? "server-timing" : "latency";
   std::vector<double> all_serial;
   for (std::size_t p = 0; p < paths.size(); ++p) {
     if (samples[p].empty()) continue;
-    std::vector<double> w, s;
+    std::vector<double> w, s, k;
     for (const Sample &x : samples[p]) {
       w.push_back(x.wall);
       s.push_back(x.serial);
+      k.push_back(x.work);
       all_serial.push_back(x.serial);
     }
-    cal.tiles.push_back(TileCost{paths[p], *median(w), *median(s), static_cast<int>(w.size())});
+    cal.tiles.push_back(TileCost{
+        paths[p], *median(w), *median(s), *median(k), *std::min_element(w.begin(), w.end()),
+        *std::min_element(s.begin(), s.end()), static_cast<int>(w.size())});
   }
   cal.samples = static_cast<int>(all_wall.size());
   cal.wall_ms = *median(all_wall);

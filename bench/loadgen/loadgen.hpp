@@ -27,8 +27,9 @@ inline constexpr double late_tolerance_fraction = 0.25;
 /// Covers calibration noise on a shared machine (a serial tile measured a few % dearer than the
 /// same tile during the run).
 inline constexpr double model_error_tolerance = 0.10;
-/// Calibrated tile costs within this spread (max / min <= 1 + spread) count as equal: the
-/// equal-cost model applies; beyond it the measured-costs model does.
+/// Calibrated tiles count as equal when the part of their cost that depends on the tile (cost
+/// minus the synthetic work, which is the same for every tile) spreads by at most this fraction
+/// of the median cost: the equal-cost model applies; beyond it the measured-costs model does.
 inline constexpr double equal_cost_spread = 0.25;
 
 /// How requests arrive (see bench/README.md for the exact choreography of each).
@@ -150,6 +151,13 @@ struct TileCost {
   double wall_ms = 0;   ///< Alone on the idle server, as configured (split over N with --split)
   double serial_ms = 0; ///< On one worker: = wall without split; with split work + encode +
                         ///< N x (render - work), the split render counted on every worker
+  double work_ms = 0;   ///< Of which synthetic work (Server-Timing "work"), the same for every tile
+  /// The fastest whole request (client latency on the warm connection: render + encode + one
+  /// HTTP exchange; serial: with the split render counted on every worker), the per-tile cost of
+  /// the measured-costs model. The fastest, because noise on a shared machine only adds time and
+  /// a sub-ms tile's median of a few samples was up to 10x its undisturbed cost; the whole
+  /// request, because for sub-ms tiles the HTTP exchange costs as much as the tile.
+  double best_wall_ms = 0, best_serial_ms = 0;
   int samples = 0;
 };
 
@@ -165,7 +173,8 @@ struct Calibration {
   bool split = false; ///< Calibrated on a server that splits tiles
   /// The cost of a path: its own, or the median for a path not sampled.
   const TileCost *find(std::string_view path) const;
-  /// Whether the sampled costs are equal within equal_cost_spread.
+  /// Whether the sampled tiles are equal: max - min of (serial - work) <= equal_cost_spread x
+  /// the median serial cost (load on the machine stretches the synthetic work, not the tile).
   bool equal_costs() const;
 };
 
@@ -227,10 +236,10 @@ struct ModelSpec {
 /// scenario cannot start (e.g. the seed warm-up request fails).
 RunResult run_scenario_once(const Endpoint &endpoint, const LoadSpec &spec, int run);
 /// Measures tile costs serially on the idle server: every distinct path of indices 0..count-1
-/// once, in order, then more rounds until each has 3 samples. It stops early once 3 s have passed
-/// and at least 3 samples are in, if every path has one or the samples so far agree within 5%
-/// (then the unsampled paths are taken to cost the median). Throws std::runtime_error when a
-/// request fails.
+/// once, in order, then more rounds: 5 in all, or 3 when they took a second or more. It stops
+/// early once 3 s have passed and at least 3 samples are in, if every path has one or the samples
+/// so far agree within 5% (then the unsampled paths are taken to cost the median). Throws
+/// std::runtime_error when a request fails.
 Calibration calibrate(const Endpoint &endpoint, const LoadSpec &spec, int count, int workers,
                       bool split);
 /// Fills the counts, then the model fields (closed scenarios, needs model.cost_ms or

@@ -361,11 +361,13 @@ const TileCost *Calibration::find(std::string_view path) const {
 
 bool Calibration::equal_costs() const {
   if (tiles.empty()) return true;
-  const auto [lo, hi] =
-      std::minmax_element(tiles.begin(), tiles.end(), [](const TileCost &a, const TileCost &b) {
-        return a.serial_ms < b.serial_ms;
-      });
-  return hi->serial_ms <= lo->serial_ms * (1.0 + equal_cost_spread);
+  std::vector<double> own, serial;
+  for (const TileCost &t : tiles) {
+    own.push_back(t.serial_ms - t.work_ms);
+    serial.push_back(t.serial_ms);
+  }
+  const auto [lo, hi] = std::minmax_element(own.begin(), own.end());
+  return *hi - *lo <= equal_cost_spread * *median(serial);
 }
 
 namespace {
@@ -467,24 +469,28 @@ void analyze_run(RunResult &run, Scenario scenario, const ModelSpec &model, doub
     answered_ratio = *run.ideal_total_ms / *run.measured_total_ms;
     mark_ranks(run, ok_index, lat, ideal, *run.wave_ms);
   } else {
-    // Measured-costs model: each tile its own calibrated cost. The answered tiles' makespan
-    // against its lower bound; lateness by rank against the arrival-order list schedule.
+    // Measured-costs model: each tile its own calibrated cost (its fastest serial sample). The
+    // answered tiles' makespan against its lower bound; lateness by rank against the
+    // arrival-order list schedule. A path not sampled costs the cheapest sampled tile.
     run.model = "measured-costs";
     run.cost_source = "calibration";
-    auto cost_of = [&](const RequestRecord &r) {
-      const TileCost *t = cal->find(r.path);
-      return t ? *t : TileCost{r.path, cal->wall_ms, cal->serial_ms, 0};
-    };
+    double cheapest_wall = cal->wall_ms, cheapest_serial = cal->serial_ms;
+    for (const TileCost &t : cal->tiles) {
+      cheapest_wall = std::min(cheapest_wall, t.best_wall_ms);
+      cheapest_serial = std::min(cheapest_serial, t.best_serial_ms);
+    }
     std::vector<double> all_serial, ok_serial;
     double all_wall = 0, ok_wall = 0;
     for (RequestRecord &r : run.requests) {
-      const TileCost c = cost_of(r);
-      r.cost_ms = c.serial_ms;
-      all_serial.push_back(c.serial_ms);
-      all_wall = std::max(all_wall, c.wall_ms);
+      const TileCost *t = cal->find(r.path);
+      const double wall = t ? t->best_wall_ms : cheapest_wall;
+      const double serial = t ? t->best_serial_ms : cheapest_serial;
+      r.cost_ms = serial;
+      all_serial.push_back(serial);
+      all_wall = std::max(all_wall, wall);
       if (r.ok()) {
-        ok_serial.push_back(c.serial_ms);
-        ok_wall = std::max(ok_wall, c.wall_ms);
+        ok_serial.push_back(serial);
+        ok_wall = std::max(ok_wall, wall);
       }
     }
     // With split a tile can finish in its wall time, less than its serial cost: the largest

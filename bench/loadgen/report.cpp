@@ -89,7 +89,8 @@ std::string calibration_line(const Calibration &c) {
     const auto [lo, hi] = std::minmax_element(
         c.tiles.begin(), c.tiles.end(),
         [](const TileCost &a, const TileCost &b) { return a.serial_ms < b.serial_ms; });
-    out += "; tile costs " + fmt("%.1f", lo->serial_ms) + "-" + fmt("%.1f", hi->serial_ms) + " ms";
+    out += "; tile costs (median) " + fmt("%.2f", lo->serial_ms) + "-" +
+           fmt("%.2f", hi->serial_ms) + " ms";
   }
   out += c.equal_costs() ? " -> equal-cost model" : " -> measured-costs model";
   return out;
@@ -373,7 +374,8 @@ std::string to_json(const BenchReport &rep) {
       for (const TileCost &t : c.tiles) {
         j.open('{');
         j.field("path", t.path).field("wall_ms", t.wall_ms).field("serial_ms", t.serial_ms);
-        j.field("samples", t.samples);
+        j.field("work_ms", t.work_ms).field("best_wall_ms", t.best_wall_ms);
+        j.field("best_serial_ms", t.best_serial_ms).field("samples", t.samples);
         j.close('}');
       }
       j.close(']');
