@@ -173,9 +173,10 @@ int run_bench_cmd(BenchArgs &a) {
     std::cout
         << "model: T and the tile costs are calibrated serially on the idle server before the "
            "runs (--cost-ms fixes T).\n"
-           "  equal-cost (tile costs within "
+           "  equal-cost (tiles equal within "
         << static_cast<int>(equal_cost_spread * 100)
-        << "%): K jobs of cost T on N workers, the i-th at ceil(i/N)*T"
+        << "% apart from the synthetic work): K jobs of cost T on N workers, the i-th at "
+           "ceil(i/N)*T"
         << (o.server.split ? " (split, tbb: min(i*T, ceil(i/N)*T unsplit))" : "")
         << "; eff = ideal total latency / measured; ideal = ideal mean latency.\n"
            "  measured-costs: eff = makespan bound max(sum/N, largest cost) / last arrival "
