@@ -170,11 +170,23 @@ int run_bench_cmd(BenchArgs &a) {
   }
   std::cout << to_table(report);
   if (*scenario != Scenario::Open)
-    std::cout << "ideal: K equal jobs of cost T on N workers, the i-th at ceil(i/N)*T"
-              << (o.server.split ? " (split: i*T/N)" : "")
-              << "; eff = ideal total latency / measured; late = a wave (T) or more behind its "
-                 "ideal rank (tolerance "
-              << static_cast<int>(late_tolerance_fraction * 100) << "% of T)\n";
+    std::cout
+        << "model: T and the tile costs are calibrated serially on the idle server before the "
+           "runs (--cost-ms fixes T).\n"
+           "  equal-cost (tiles equal within "
+        << static_cast<int>(equal_cost_spread * 100)
+        << "% apart from the synthetic work): K jobs of cost T on N workers, the i-th at "
+           "ceil(i/N)*T"
+        << (o.server.split ? " (split, tbb: min(i*T, ceil(i/N)*T unsplit))" : "")
+        << "; eff = ideal total latency / measured; ideal = ideal mean latency.\n"
+           "  measured-costs: eff = makespan bound max(sum/N, largest cost) / last arrival "
+           "(ideal = that bound); ranks compared with the arrival-order list schedule.\n"
+           "  eff is over all requests sent: x ok/sent (shed, failed and timed-out requests "
+           "never arrived). late = a wave (T, or the largest cost) or more behind its ideal "
+           "rank (tolerance "
+        << static_cast<int>(late_tolerance_fraction * 100)
+        << "%). ERR = model error: eff above 1 + " << model_error_tolerance
+        << ", the ideal was no bound; not a result.\n";
   auto write = [](const std::string &path, const std::string &text) {
     std::ofstream f(path, std::ios::binary);
     f << text;
@@ -252,9 +264,10 @@ void add_bench_command(CLI::App &app) {
                   "keep-alive (default: connections stay open until the run ends) or close "
                   "(close after each response)")
       ->check(CLI::IsMember({"keep-alive", "close"}));
-  a->o_cost = cmd->add_option("--cost-ms", a->cost_ms,
-                              "Fix T of the model instead of measuring it from Server-Timing")
-                  ->check(CLI::Range(0.001, 600000.0));
+  a->o_cost =
+      cmd->add_option("--cost-ms", a->cost_ms,
+                      "Fix T of the model (serial cost of one tile) instead of calibrating it")
+          ->check(CLI::Range(0.001, 600000.0));
   cmd->add_option("--json", a->json, "Write everything as JSON to this file");
   cmd->add_option("--svg", a->svg, "Write a timeline picture to this file");
   cmd->add_flag("--quiet", a->quiet, "No progress lines on stderr");

@@ -45,6 +45,21 @@ BenchOptions short_seed(const std::string &executor, int sleep_ms) {
   return o;
 }
 
+// A calibration of equal tiles: every path costs `t_ms` (wall = serial, no split).
+Calibration equal_calibration(double t_ms) {
+  Calibration c;
+  c.tiles = {TileCost{"", t_ms, t_ms, 0, t_ms, t_ms, 3}};
+  c.paths = 1;
+  c.samples = 3;
+  c.wall_ms = c.serial_ms = t_ms;
+  c.source = "server-timing";
+  return c;
+}
+
+ModelSpec calibrated_model(int workers, double t_ms) {
+  return ModelSpec{workers, false, std::nullopt, equal_calibration(t_ms)};
+}
+
 using overdrive::test::Run;
 using overdrive::test::run_overdrive;
 
@@ -170,28 +185,33 @@ TEST_CASE("Bench.PathTemplates") {
 }
 
 TEST_CASE("Bench.AnalyzeRunClosed") {
-  // Seed-like run, 4 workers, server cost 100 + 2 ms: the fifth request arrived a wave late.
+  // Seed-like run, 4 workers, calibrated T = 102 ms: the fifth request arrived a wave late.
   RunResult run;
   run.requests = {done_request(0, 105, 100, 2), done_request(1, 104, 100, 2),
                   done_request(2, 310, 100, 2), done_request(3, 106, 100, 2),
                   done_request(4, 107, 100, 2)};
-  run.requests.push_back(RequestRecord{}); // a failed request: not in the model
+  run.requests.push_back(RequestRecord{}); // a timed-out request: never arrived
   run.requests.back().index = 5;
   run.requests.back().error = "timed out";
   RequestRecord rejected = done_request(6, 5);
   rejected.status = 429;
   run.requests.push_back(rejected);
-  analyze_run(run, Scenario::Seed, ModelSpec{4, false, std::nullopt}, 0);
+  analyze_run(run, Scenario::Seed, calibrated_model(4, 102), 0);
+  CHECK(run.sent == 7);
   CHECK(run.succeeded == 5);
   CHECK(run.failed == 1);
   CHECK(run.rejected == 1);
-  CHECK(run.cost_source == "server-timing");
+  CHECK(run.model == "equal-cost");
+  CHECK(run.cost_source == "calibration");
   CHECK(*run.cost_ms == doctest::Approx(102));
   CHECK(*run.first_ms == doctest::Approx(104));
   CHECK(*run.last_ms == doctest::Approx(310));
+  // The answered five take the first five of the 7 ideal ranks: 4 x 102 + 204.
   CHECK(*run.ideal_total_ms == doctest::Approx(4 * 102 + 204));
   CHECK(*run.measured_total_ms == doctest::Approx(105 + 104 + 310 + 106 + 107));
-  CHECK(*run.efficiency == doctest::Approx(612.0 / 732.0));
+  // Over all 7 sent: the answered ratio times 5/7.
+  CHECK(*run.efficiency == doctest::Approx(612.0 / 732.0 * 5.0 / 7.0));
+  CHECK_FALSE(run.model_error);
   // 310 vs ideal 204: 106 >= 102 - 25.5 -> late.
   CHECK(run.late == 1);
   CHECK(run.requests[2].late);
@@ -199,21 +219,219 @@ TEST_CASE("Bench.AnalyzeRunClosed") {
   CHECK(*run.requests[0].ideal_ms == doctest::Approx(102));
   CHECK_FALSE(run.requests[5].ideal_ms);
 
-  // A fixed T overrides the measurement; split divides the wave.
+  // A fixed T (serial cost of one tile) overrides the calibration; split divides the wave.
   RunResult split = run;
-  analyze_run(split, Scenario::Burst, ModelSpec{4, true, 400.0}, 0);
+  analyze_run(split, Scenario::Burst, ModelSpec{4, true, 400.0, equal_calibration(1)}, 0);
   CHECK(split.cost_source == "cost-ms");
   CHECK(*split.wave_ms == doctest::Approx(100));
   CHECK(*split.ideal_total_ms == doctest::Approx(100 + 200 + 300 + 400 + 500));
 
-  // Without Server-Timing (a foreign server) T is the fastest latency.
-  RunResult foreign;
-  foreign.requests = {done_request(0, 50), done_request(1, 100)};
-  analyze_run(foreign, Scenario::Burst, ModelSpec{1, false, std::nullopt}, 0);
-  CHECK(foreign.cost_source == "min-latency");
-  CHECK(*foreign.cost_ms == 50);
-  CHECK(*foreign.efficiency == doctest::Approx(1.0));
-  CHECK(foreign.late == 0);
+  // No T from anywhere: counts only, no model (T is never taken from the loaded run itself).
+  RunResult none = run;
+  analyze_run(none, Scenario::Burst, ModelSpec{4, false, std::nullopt, std::nullopt}, 0);
+  CHECK(none.succeeded == 5);
+  CHECK(none.model.empty());
+  CHECK_FALSE(none.efficiency);
+  CHECK_FALSE(none.cost_ms);
+}
+
+TEST_CASE("Bench.EfficiencyCountsShedAsNotArrived") {
+  CHECK(efficiency_over_sent(1.0, 4, 8) == doctest::Approx(0.5));
+  CHECK(efficiency_over_sent(0.8, 5, 5) == doctest::Approx(0.8));
+  CHECK(efficiency_over_sent(1.0, 0, 5) == 0.0);
+  CHECK(efficiency_over_sent(1.0, 0, 0) == 0.0);
+  // K = 8 on 4 workers, T = 100: the server answers 4 at the ideal 100 ms and sheds 4 at once.
+  // Dropping the shed ones from both sides would make this a perfect 1.0.
+  RunResult run;
+  for (int i = 0; i < 8; ++i) {
+    run.requests.push_back(done_request(i, i < 4 ? 100 : 2));
+    if (i >= 4) run.requests.back().status = i % 2 ? 429 : 503;
+  }
+  analyze_run(run, Scenario::Burst, calibrated_model(4, 100), 0);
+  CHECK(run.sent == 8);
+  CHECK(run.succeeded == 4);
+  CHECK(run.rejected == 4);
+  CHECK(run.failed == 0);
+  CHECK(*run.efficiency == doctest::Approx(0.5));
+  CHECK(run.late == 0);
+  // Nothing answered: efficiency 0, not "no result".
+  for (auto &q : run.requests)
+    q.status = 429;
+  analyze_run(run, Scenario::Burst, calibrated_model(4, 100), 0);
+  CHECK(run.rejected == 8);
+  CHECK(*run.efficiency == 0.0);
+  // Timed-out and refused requests count as failed, not shed.
+  RunResult bad;
+  bad.requests = {done_request(0, 100), RequestRecord{}, done_request(2, 50)};
+  bad.requests[1].error = "timed out";
+  bad.requests[2].status = 500;
+  analyze_run(bad, Scenario::Burst, calibrated_model(4, 100), 0);
+  CHECK(bad.failed == 2);
+  CHECK(bad.rejected == 0);
+  CHECK(*bad.efficiency == doctest::Approx(1.0 / 3.0));
+}
+
+TEST_CASE("Bench.ModelErrorAboveOne") {
+  CHECK_FALSE(is_model_error(1.0));
+  CHECK_FALSE(is_model_error(1.0 + model_error_tolerance));
+  CHECK(is_model_error(1.0 + model_error_tolerance + 0.01));
+  // T calibrated at 2000 ms, but the run's tiles came back in 1000: the ideal was no bound.
+  RunResult run;
+  for (int i = 0; i < 4; ++i)
+    run.requests.push_back(done_request(i, 1000));
+  analyze_run(run, Scenario::Burst, calibrated_model(4, 2000), 0);
+  CHECK(run.model_error);
+  CHECK_FALSE(run.efficiency);
+  CHECK(*run.raw_efficiency == doctest::Approx(2.0));
+  // Shedding half does not hide it: the answered ones still beat their ideal.
+  run.requests[0].status = run.requests[1].status = 429;
+  analyze_run(run, Scenario::Burst, calibrated_model(4, 2000), 0);
+  CHECK(run.model_error);
+  CHECK(*run.raw_efficiency == doctest::Approx(1.0));
+  // The reports say so instead of printing it as a result.
+  BenchReport rep;
+  rep.options.load.scenario = Scenario::Burst;
+  ExecutorResult e;
+  e.executor = "pool";
+  e.runs.push_back(run);
+  rep.executors.push_back(e);
+  const std::string table = to_table(rep);
+  CHECK(table.find("ERR") != std::string::npos);
+  CHECK(table.find("MODEL ERROR") != std::string::npos);
+  const std::string json = to_json(rep);
+  CHECK(json.find("\"efficiency\":null,\"raw_efficiency\":1.000,\"model_error\":true") !=
+        std::string::npos);
+}
+
+TEST_CASE("Bench.SplitModel") {
+  // Sleep-dominated split tiles: 2000 ms alone (the sleep is not split), 2010 ms unsplit. Four
+  // at once beat one at a time from the second on: 2000, then 3 at 2010, 1 at 4020 (not 2000,
+  // 4000, ... 10000).
+  CHECK(ideal_arrivals_split(5, 4, 2000, 2010) ==
+        std::vector<double>{2000, 2010, 2010, 2010, 4020});
+  // Render-dominated: 30 ms split, 100 ms unsplit: one at a time until N at a time is better.
+  CHECK(ideal_arrivals_split(5, 4, 30, 100) == std::vector<double>{30, 60, 90, 100, 150});
+  CHECK_THROWS_AS(ideal_arrivals_split(1, 0, 1, 1), std::invalid_argument);
+  // The run the old model (T = N x median, i*T/N) called efficiency 2.5 with nothing late.
+  Calibration c = equal_calibration(2000);
+  c.split = true;
+  c.serial_ms = c.tiles[0].serial_ms = 2010;
+  RunResult run;
+  run.requests = {done_request(0, 2015), done_request(1, 2015), done_request(2, 2015),
+                  done_request(3, 2015), done_request(4, 4030)};
+  analyze_run(run, Scenario::Burst, ModelSpec{4, true, std::nullopt, c}, 0);
+  CHECK_FALSE(run.model_error);
+  CHECK(*run.efficiency == doctest::Approx(12050.0 / 12090.0));
+  CHECK(run.late == 0);
+  // "1 + 4" (the first wave held back four) is late again.
+  for (int i = 1; i < 5; ++i)
+    run.requests[static_cast<std::size_t>(i)].done_ms = 4030;
+  analyze_run(run, Scenario::Burst, ModelSpec{4, true, std::nullopt, c}, 0);
+  CHECK(run.late == 3);
+}
+
+TEST_CASE("Bench.ListScheduleAndMakespanBound") {
+  // {5,1,1,1} on 2: the 5 on one worker, the three 1s after each other on the other.
+  CHECK(list_schedule({5, 1, 1, 1}, 2) == std::vector<double>{5, 1, 2, 3});
+  CHECK(makespan_lower_bound({5, 1, 1, 1}, 2) == doctest::Approx(5)); // max(8/2, 5)
+  // Arrival order can miss the bound: 3,3 then 2,2,2 ends at 7; the bound is 12/2 = 6.
+  CHECK(list_schedule({3, 3, 2, 2, 2}, 2) == std::vector<double>{3, 3, 5, 5, 7});
+  CHECK(makespan_lower_bound({3, 3, 2, 2, 2}, 2) == doctest::Approx(6));
+  CHECK(list_schedule({1, 2, 3}, 1) == std::vector<double>{1, 3, 6});
+  CHECK(list_schedule({5, 1, 1, 1}, 8) == std::vector<double>{5, 1, 1, 1});
+  CHECK(makespan_lower_bound({1, 1, 1, 1, 1, 1}, 4) == doctest::Approx(1.5));
+  CHECK(makespan_lower_bound({}, 2) == 0.0);
+  CHECK(list_schedule({}, 2).empty());
+  CHECK_THROWS_AS(list_schedule({1}, 0), std::invalid_argument);
+}
+
+namespace {
+
+// A calibration of unequal tiles, one path per cost ("/t/0" ...), wall = serial.
+Calibration cost_calibration(const std::vector<double> &costs) {
+  Calibration c;
+  for (std::size_t i = 0; i < costs.size(); ++i)
+    c.tiles.push_back(
+        TileCost{"/t/" + std::to_string(i), costs[i], costs[i], 0, costs[i], costs[i], 3});
+  c.paths = static_cast<int>(costs.size());
+  c.samples = 3 * c.paths;
+  c.wall_ms = c.serial_ms = *median(costs);
+  c.source = "server-timing";
+  return c;
+}
+
+RunResult cost_run(const std::vector<double> &latencies) {
+  RunResult run;
+  for (std::size_t i = 0; i < latencies.size(); ++i) {
+    run.requests.push_back(done_request(static_cast<int>(i), latencies[i]));
+    run.requests.back().path = "/t/" + std::to_string(i);
+  }
+  return run;
+}
+
+} // namespace
+
+TEST_CASE("Bench.EqualCostsIgnoreTheSyntheticWork") {
+  // spin:50 on a loaded machine: the same synthetic work stretched to 60-122 ms, the tiles' own
+  // part 8 ms each: equal tiles (noise in the work is not a difference between tiles).
+  Calibration c = cost_calibration({68, 130});
+  c.tiles[0].work_ms = 60;
+  c.tiles[1].work_ms = 122;
+  CHECK(c.equal_costs());
+  // No synthetic work: 2 and 2.6 ms differ by 0.6 > 0.25 x 2.3; 2 and 2.5 by 0.5 <= 0.5625.
+  CHECK_FALSE(cost_calibration({2, 2.6}).equal_costs());
+  CHECK(cost_calibration({2, 2.5}).equal_costs());
+  // A real zoom-2 set is not: 0.5 ms outer tiles beside 8 ms inner ones.
+  CHECK_FALSE(cost_calibration({0.5, 0.5, 8, 8, 0.5}).equal_costs());
+}
+
+TEST_CASE("Bench.MeasuredCostsModel") {
+  // {20,1,1,1} on 2 workers: bound max(23/2, 20) = 20; list schedule 20,1,2,3.
+  const Calibration c = cost_calibration({20, 1, 1, 1});
+  CHECK_FALSE(c.equal_costs());
+  RunResult run = cost_run({21, 1, 2, 3.5});
+  analyze_run(run, Scenario::Burst, ModelSpec{2, false, std::nullopt, c}, 0);
+  CHECK(run.model == "measured-costs");
+  CHECK(*run.makespan_bound_ms == doctest::Approx(20));
+  CHECK(*run.makespan_bound_all_ms == doctest::Approx(20));
+  CHECK(*run.list_makespan_ms == doctest::Approx(20));
+  CHECK(*run.efficiency == doctest::Approx(20.0 / 21.0));
+  CHECK(run.late == 0);
+  CHECK(*run.requests[0].cost_ms == 20);
+  CHECK(*run.requests[0].ideal_ms == doctest::Approx(20));
+  // A cheap tile 16 ms behind its rank in the list schedule (>= 0.75 x the largest cost): late.
+  run = cost_run({21, 1, 19, 2});
+  analyze_run(run, Scenario::Burst, ModelSpec{2, false, std::nullopt, c}, 0);
+  CHECK(run.late == 1);
+  CHECK(run.requests[2].late);
+  // Shed tiles: the bound of the answered ones, times answered / sent.
+  run = cost_run({21, 1, 2, 3});
+  run.requests[1].status = 429;
+  analyze_run(run, Scenario::Burst, ModelSpec{2, false, std::nullopt, c}, 0);
+  CHECK(*run.makespan_bound_ms == doctest::Approx(20)); // max(22/2, 20)
+  CHECK(*run.efficiency == doctest::Approx(20.0 / 21.0 * 3.0 / 4.0));
+}
+
+TEST_CASE("Bench.MeasuredCostsForUnequalTiles") {
+  // Zoom 2 at 2048 iterations in miniature: 4 inner tiles of 8 ms, 12 outer of 0.5 ms, on 2
+  // workers; the burst is all in at 20 ms. Bound max(38/2, 8) = 19.
+  std::vector<double> costs(16, 0.5), lat(16);
+  for (int i : {5, 6, 9, 10})
+    costs[static_cast<std::size_t>(i)] = 8;
+  for (std::size_t i = 0; i < 16; ++i)
+    lat[i] = costs[i] == 8 ? 18 + static_cast<double>(i) / 10 : 2 + static_cast<double>(i) / 4;
+  lat[10] = 20;
+  const Calibration c = cost_calibration(costs);
+  RunResult run = cost_run(lat);
+  analyze_run(run, Scenario::Burst, ModelSpec{2, false, std::nullopt, c}, 0);
+  CHECK(run.model == "measured-costs");
+  CHECK(*run.makespan_bound_ms == doctest::Approx(19));
+  CHECK(*run.efficiency == doctest::Approx(19.0 / 20.0));
+  CHECK(run.late == 0);
+  // The equal-cost model with T = the median tile (0.5 ms) calls this 16 late.
+  RunResult equal = cost_run(lat);
+  analyze_run(equal, Scenario::Burst, calibrated_model(2, 0.5), 0);
+  CHECK(equal.late == 16);
 }
 
 TEST_CASE("Bench.AnalyzeRunOpen") {
@@ -224,7 +442,7 @@ TEST_CASE("Bench.AnalyzeRunOpen") {
     run.requests.push_back(r);
   }
   run.requests[9].status = 429;
-  analyze_run(run, Scenario::Open, ModelSpec{4, false, std::nullopt}, 1.0);
+  analyze_run(run, Scenario::Open, ModelSpec{4, false, std::nullopt, std::nullopt}, 1.0);
   CHECK(run.succeeded == 9);
   CHECK(run.rejected == 1);
   CHECK(*run.p50_ms == doctest::Approx(50));
@@ -263,12 +481,13 @@ TEST_CASE("Bench.JsonTableAndSvg") {
   run.requests[1].server.queue = 100;
   run.idle_executor_s = 0.0;
   run.idle_io_s = 0.5;
-  analyze_run(run, Scenario::Seed, ModelSpec{1, false, std::nullopt}, 0);
+  analyze_run(run, Scenario::Seed, calibrated_model(1, 102), 0);
+  e.calibration = equal_calibration(102);
   e.runs.push_back(run);
   rep.executors.push_back(e);
 
   const std::string json = to_json(rep);
-  CHECK(json.rfind("{\"schema\":\"overdrive-bench\",\"schema_version\":1,", 0) == 0);
+  CHECK(json.rfind("{\"schema\":\"overdrive-bench\",\"schema_version\":2,", 0) == 0);
   for (const char *field : {"\"scenario\":\"seed\"",
                             "\"target\":\"in-process\"",
                             "\"load\":{",
@@ -279,7 +498,13 @@ TEST_CASE("Bench.JsonTableAndSvg") {
                             "\"runs\":[{\"run\":1",
                             "\"efficiency\":",
                             "\"late\":0",
-                            "\"cost_source\":\"server-timing\"",
+                            "\"cost_source\":\"calibration\"",
+                            "\"model\":\"equal-cost\"",
+                            "\"calibration\":{\"method\":",
+                            "\"t_ms\":102.000",
+                            "\"model_error\":false",
+                            "\"sent\":2,\"answered\":2,\"shed\":0,\"failed\":0",
+                            "\"model_error_tolerance\":0.100",
                             "\"idle_io_seconds\":0.500",
                             "\"requests\":[{\"index\":0",
                             "\"connection\":\"warm\"",
@@ -304,6 +529,8 @@ TEST_CASE("Bench.JsonTableAndSvg") {
   const std::string table = to_table(rep);
   CHECK(table.find("pool") != std::string::npos);
   CHECK(table.find("1x105 1x210") != std::string::npos);
+  CHECK(table.find("calibration (serial, idle server): 3 samples") != std::string::npos);
+  CHECK(table.find("2/2") != std::string::npos);
 
   const std::string svg = to_svg(rep);
   CHECK(svg.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0) == 0);
@@ -393,6 +620,89 @@ TEST_CASE("Bench.ScenarioConnections" * doctest::timeout(120)) {
   }
 }
 
+TEST_CASE("Bench.CalibrationIsSerialOnTheRunsPaths" * doctest::timeout(120)) {
+  ServerOptions so;
+  so.workers = 2;
+  so.io_threads = 8;
+  so.work = {WorkSpec::Kind::Sleep, 20};
+  test::LoopbackServer s(so);
+  const Endpoint ep{"127.0.0.1", s.port};
+  LoadSpec spec;
+  spec.path_template = "/tile/{z}/{x}/{y}.png?iter=32&size=16";
+  spec.timeout_s = 60;
+  // Three distinct paths, five rounds (well under a second): 15 serial samples.
+  const Calibration c = calibrate(ep, spec, 3, 2, false);
+  CHECK(c.source == "server-timing");
+  CHECK(c.paths == 3);
+  REQUIRE(c.tiles.size() == 3);
+  CHECK(c.tiles[1].path == "/tile/2/1/0.png?iter=32&size=16");
+  CHECK(c.samples == 15);
+  for (const TileCost &t : c.tiles) {
+    CHECK(t.samples == 5);
+    CHECK(t.best_wall_ms >= 20.0);
+    CHECK(t.wall_ms >= t.best_wall_ms);
+    CHECK(t.serial_ms == t.wall_ms);
+    CHECK(t.work_ms >= 20.0);
+  }
+  CHECK(c.equal_costs());
+  CHECK(c.find("/tile/2/2/0.png?iter=32&size=16") == &c.tiles[2]);
+  // Zoom 0 has one tile: every index is the same path.
+  spec.zoom = 0;
+  const Calibration one = calibrate(ep, spec, 5, 2, false);
+  CHECK(one.paths == 1);
+  CHECK(one.samples == 5);
+}
+
+TEST_CASE("Bench.CalibrationStopsEarlyOnEqualCosts" * doctest::timeout(120)) {
+  // Five paths of ~1.1 s: after three samples (past the 3 s budget) that agree within 5%, the
+  // other two paths are taken to cost the median instead of adding 2.2 s.
+  ServerOptions so;
+  so.workers = 2;
+  so.io_threads = 8;
+  so.work = {WorkSpec::Kind::Sleep, 1100};
+  test::LoopbackServer s(so);
+  LoadSpec spec;
+  spec.path_template = "/tile/{z}/{x}/{y}.png?iter=32&size=16";
+  spec.timeout_s = 60;
+  const Calibration c = calibrate(Endpoint{"127.0.0.1", s.port}, spec, 5, 2, false);
+  CHECK(c.paths == 5);
+  CHECK(c.samples == 3);
+  CHECK(c.tiles.size() == 3);
+  CHECK_FALSE(c.find("/tile/2/0/1.png?iter=32&size=16"));
+  CHECK(c.wall_ms >= 1100.0);
+}
+
+TEST_CASE("Bench.CalibratedCostIsNotInflatedByOversubscription" * doctest::timeout(120)) {
+  // Twice as many workers as cores (4 on this 2-core machine), each tile 50 ms of CPU: four at
+  // once share two cores and each takes ~2x its CPU time in wall time. T measured under that
+  // load (the old model) rose with it and called the run ideal; the serial calibration on the
+  // idle server does not, so the oversubscription shows as low efficiency.
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  constexpr int spin_ms = 50;
+  BenchOptions o = short_seed("pool", 0);
+  o.load.scenario = Scenario::Burst;
+  o.server.workers = 2 * cores;
+  o.server.work = "spin:" + std::to_string(spin_ms);
+  o.load.requests = 2 * cores;
+  o.load.runs = 1;
+  const BenchReport rep = run_bench(o);
+  const ExecutorResult &e = rep.executors.at(0);
+  REQUIRE(e.calibration);
+  const RunResult &r = e.runs.at(0);
+  REQUIRE(r.succeeded == 2 * cores);
+  std::vector<double> loaded;
+  for (const auto &q : r.requests)
+    loaded.push_back(*q.server.render + *q.server.encode);
+  const double t = e.calibration->wall_ms, under_load = *median(loaded);
+  CAPTURE(t);
+  CAPTURE(under_load);
+  CHECK(t >= spin_ms * 0.95); // CPU time cannot take less wall time
+  // Generous: ~0.5 on an idle machine, ~0.6-0.7 with other builds running beside it.
+  CHECK(t < 0.8 * under_load);
+  REQUIRE(r.efficiency);
+  CHECK(*r.efficiency < 0.8);
+}
+
 TEST_CASE("Bench.ExternalServerWithoutServerTiming" * doctest::timeout(120)) {
   // Any HTTP server with a tile-like route: no Server-Timing, no /api/stats.
   httplib::Server other;
@@ -426,7 +736,10 @@ TEST_CASE("Bench.ExternalServerWithoutServerTiming" * doctest::timeout(120)) {
   REQUIRE(e.runs.size() == 1);
   const RunResult &r = e.runs[0];
   CHECK(r.succeeded == 4);
-  CHECK(r.cost_source == "min-latency");
+  CHECK(r.cost_source == "calibration");
+  REQUIRE(e.calibration);
+  CHECK(e.calibration->source == "latency");
+  CHECK(e.calibration->wall_ms >= 30);
   CHECK_FALSE(r.idle_io_s);
   CHECK(r.requests[3].path == "/anything/3.png");
   CHECK(r.requests[0].bytes == 16);
@@ -451,7 +764,8 @@ void check_seed_has_no_late_request(const std::string &executor) {
     CHECK(r.succeeded == 5);
     CHECK(r.late == 0);
     CHECK(*r.efficiency > 0.7);
-    CHECK(r.cost_source == "server-timing");
+    CHECK(r.model == "equal-cost");
+    CHECK(r.cost_source == "calibration");
     CHECK(*r.cost_ms >= seed_sleep_ms);
     // Less than one job's worth of core time idle while a tile waited (inline: seconds).
     REQUIRE(r.idle_executor_s);
@@ -550,7 +864,7 @@ TEST_CASE("Bench.CliWritesJsonAndSvg" * doctest::timeout(120)) {
   std::ifstream jf(json), sf(svg);
   const std::string j{std::istreambuf_iterator<char>(jf), {}},
       s{std::istreambuf_iterator<char>(sf), {}};
-  CHECK(j.find("\"schema_version\":1") != std::string::npos);
+  CHECK(j.find("\"schema_version\":2") != std::string::npos);
   CHECK(j.find("\"scenario\":\"burst\"") != std::string::npos);
   CHECK(std::count(j.begin(), j.end(), '{') == std::count(j.begin(), j.end(), '}'));
   CHECK(s.find("</svg>") != std::string::npos);

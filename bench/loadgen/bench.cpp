@@ -1,6 +1,7 @@
 // run_bench: one in-process TileServer per executor on an ephemeral loopback port (or one
-// external loopback server), a calibration for open-loop rates given as a share of capacity,
-// the runs, and the idle-while-waiting counters of our server around each run.
+// external loopback server), the serial calibration of tile costs on the idle server (T of the
+// model, the open-loop capacity), the runs, and the idle-while-waiting counters of our server
+// around each run.
 #include "bench/loadgen/format.hpp"
 #include "bench/loadgen/http_client.hpp"
 #include "bench/loadgen/loadgen.hpp"
@@ -11,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <future>
+#include <limits>
 #include <stdexcept>
 #include <thread>
 
@@ -32,35 +34,6 @@ std::optional<std::string> fetch_stats_json(const Endpoint &ep, double timeout_s
     return std::nullopt;
   if (body.find("\"idle_while_waiting_seconds\"") == std::string::npos) return std::nullopt;
   return body;
-}
-
-// Serial cost T of one job (ms): median server-side render+encode of a few sequential requests
-// on one connection (times N with split), or their median latency for a server without
-// Server-Timing.
-double calibrate_cost(const Endpoint &ep, const LoadSpec &spec, const ModelSpec &model) {
-  detail::Connection c;
-  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                           std::chrono::duration<double>(spec.timeout_s));
-  std::vector<double> server, latency;
-  for (int i = 0; i < 3; ++i) {
-    if (!c.is_open()) {
-      if (std::string e = c.connect(ep, deadline); !e.empty())
-        throw std::runtime_error("calibration: cannot connect: " + e);
-    }
-    detail::Response r;
-    Clock::time_point sent;
-    const auto t0 = Clock::now();
-    const std::string path = expand_path(spec.path_template, i, spec.zoom);
-    if (std::string e = c.get(ep, path, false, deadline, sent, r); !e.empty() || r.status != 200)
-      throw std::runtime_error("calibration: GET " + path +
-                               " failed: " + (e.empty() ? "HTTP " + std::to_string(r.status) : e));
-    latency.push_back(std::chrono::duration<double, std::milli>(r.done - t0).count());
-    const ServerTiming st = parse_server_timing(r.header("server-timing"));
-    if (st.render && st.encode) server.push_back(*st.render + *st.encode);
-  }
-  if (model.cost_ms) return *model.cost_ms;
-  const double m = server.size() == latency.size() ? *median(server) : *median(latency);
-  return model.split ? m * model.workers : m;
 }
 
 // Not reported: starts every worker and some I/O threads, so that run 1 measures the steady
@@ -98,19 +71,41 @@ void warm_up(TileServer &server, ExecutorKind kind, const Endpoint &ep, int conn
   (void)run_scenario_once(ep, spec, 0);
 }
 
+// The calibrations of a bench, shared by its targets: the tile's cost does not depend on the
+// executor that runs it, only on whether it is split (only tbb splits).
+struct Calibrations {
+  std::optional<Calibration> plain, split;
+};
+
 ExecutorResult run_target(const Endpoint &ep, const BenchOptions &o, LoadSpec spec,
                           ExecutorResult er,
                           const std::function<std::optional<std::string>()> &stats,
-                          std::optional<std::pair<double, double>> &calibrated) {
-  ModelSpec model{er.workers, o.server.split, o.cost_ms};
+                          std::optional<std::pair<double, double>> &calibrated,
+                          Calibrations &calibrations) {
+  // Only tbb splits a tile; an external server is taken at its word (--split).
+  er.split = o.server.split && (er.executor == "tbb" || er.executor == "external");
+  ModelSpec model{er.workers, er.split, o.cost_ms, std::nullopt};
   er.path_template = spec.path_template;
-  if (spec.scenario == Scenario::Open) {
+  const bool open = spec.scenario == Scenario::Open;
+  // Serially on the idle server, before any run: T of the model, or the open-loop capacity.
+  if (!o.cost_ms && (!open || (o.rate_fraction && !calibrated))) {
+    std::optional<Calibration> &cached = er.split ? calibrations.split : calibrations.plain;
+    if (!cached) {
+      if (o.progress) o.progress(er.executor + ": calibrating tile costs (serial, idle server)");
+      cached = calibrate(ep, spec, open ? 3 : spec.requests, er.workers, er.split);
+      // Let the server see the calibration's connection close (inline: it holds a thread).
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    er.calibration = cached;
+    model.calibration = cached;
+  }
+  if (open) {
     if (o.rate_fraction && calibrated) {
       // Same schedule for every executor: the capacity measured on the first one.
       er.capacity_rps = calibrated->first;
       spec.rate = calibrated->second;
     } else if (o.rate_fraction) {
-      const double t = calibrate_cost(ep, spec, model);
+      const double t = o.cost_ms ? *o.cost_ms : model.calibration->serial_ms;
       if (!(t > 0))
         throw std::runtime_error("calibration measured a zero cost; give --rate in req/s");
       er.capacity_rps = er.workers / (t / 1000.0);
@@ -150,9 +145,13 @@ ExecutorResult run_target(const Endpoint &ep, const BenchOptions &o, LoadSpec sp
       } else {
         if (run.last_ms) line += " last " + fmt("%.0f", *run.last_ms) + " ms";
         if (run.efficiency) line += ", efficiency " + fmt("%.2f", *run.efficiency);
+        if (run.model_error)
+          line += ", MODEL ERROR (efficiency " + fmt("%.2f", run.raw_efficiency.value_or(0)) + ")";
         line += ", " + std::to_string(run.late) + " late";
         if (run.failed + run.rejected)
-          line += ", " + std::to_string(run.failed + run.rejected) + " failed";
+          line += ", " + std::to_string(run.sent) + " sent, " + std::to_string(run.succeeded) +
+                  " ok, " + std::to_string(run.rejected) + " shed, " + std::to_string(run.failed) +
+                  " failed";
       }
       o.progress(line);
     }
@@ -163,12 +162,97 @@ ExecutorResult run_target(const Endpoint &ep, const BenchOptions &o, LoadSpec sp
 
 } // namespace
 
+Calibration calibrate(const Endpoint &ep, const LoadSpec &spec, int count, int workers,
+                      bool split) {
+  constexpr int rounds = 5, enough_rounds = 3;
+  constexpr double budget_ms = 3000, enough_ms = 1000, agree = 0.05;
+  Calibration cal;
+  cal.split = split;
+  std::vector<std::string> paths;
+  for (int i = 0; i < std::max(1, count); ++i) {
+    std::string p = expand_path(spec.path_template, i, spec.zoom);
+    if (std::find(paths.begin(), paths.end(), p) == paths.end()) paths.push_back(std::move(p));
+  }
+  cal.paths = static_cast<int>(paths.size());
+  struct Sample {
+    double wall, serial, work, latency;
+  };
+  std::vector<std::vector<Sample>> samples(paths.size());
+  std::vector<double> all_wall;
+  bool server_timing = true;
+  detail::Connection c;
+  const auto start = Clock::now();
+  auto elapsed_ms = [&] {
+    return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  };
+  auto done = [&](std::size_t sampled_paths) {
+    if (all_wall.size() < 3 || elapsed_ms() < budget_ms) return false;
+    if (sampled_paths == paths.size()) return true;
+    const auto [lo, hi] = std::minmax_element(all_wall.begin(), all_wall.end());
+    return *hi <= *lo * (1.0 + agree);
+  };
+  bool stop = false;
+  for (int round = 0; round < rounds && !stop; ++round) {
+    for (std::size_t p = 0; p < paths.size() && !stop; ++p) {
+      const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                               std::chrono::duration<double>(spec.timeout_s));
+      if (!c.is_open())
+        if (std::string e = c.connect(ep, deadline); !e.empty())
+          throw std::runtime_error("calibration: cannot connect: " + e);
+      detail::Response r;
+      Clock::time_point sent;
+      const auto t0 = Clock::now();
+      if (std::string e = c.get(ep, paths[p], false, deadline, sent, r);
+          !e.empty() || r.status != 200)
+        throw std::runtime_error("calibration: GET " + paths[p] + " failed: " +
+                                 (e.empty() ? "HTTP " + std::to_string(r.status) : e));
+      const double latency = std::chrono::duration<double, std::milli>(r.done - t0).count();
+      const ServerTiming st = parse_server_timing(r.header("server-timing"));
+      // A server without Server-Timing (decided by the first answer): client latencies.
+      if (round == 0 && p == 0) server_timing = st.render && st.encode;
+      Sample s{latency, latency, 0, latency};
+      if (server_timing && st.render && st.encode) {
+        s.wall = *st.render + *st.encode;
+        // With split only the render proper runs on all workers; the synthetic work (part of
+        // render in Server-Timing) and the encode run on one.
+        s.work = std::min(st.work.value_or(0.0), *st.render);
+        s.serial = split ? s.work + *st.encode + workers * (*st.render - s.work) : s.wall;
+      }
+      samples[p].push_back(s);
+      all_wall.push_back(s.wall);
+      stop = done(round == 0 ? p + 1 : paths.size());
+    }
+    stop = stop || (round + 1 >= enough_rounds && elapsed_ms() >= enough_ms);
+  }
+  cal.source = server_timing ? "server-timing" : "latency";
+  std::vector<double> all_serial;
+  for (std::size_t p = 0; p < paths.size(); ++p) {
+    if (samples[p].empty()) continue;
+    std::vector<double> w, s, k;
+    for (const Sample &x : samples[p]) {
+      w.push_back(x.wall);
+      s.push_back(x.serial);
+      k.push_back(x.work);
+      all_serial.push_back(x.serial);
+    }
+    cal.tiles.push_back(TileCost{
+        paths[p], *median(w), *median(s), *median(k), *std::min_element(w.begin(), w.end()),
+        *std::min_element(s.begin(), s.end()), static_cast<int>(w.size())});
+  }
+  cal.samples = static_cast<int>(all_wall.size());
+  cal.wall_ms = *median(all_wall);
+  cal.serial_ms = *median(all_serial);
+  cal.elapsed_ms = elapsed_ms();
+  return cal;
+}
+
 BenchReport run_bench(const BenchOptions &o) {
   BenchReport report;
   report.options = o;
   LoadSpec spec = o.load;
   // Open loop with --rate N%: (capacity, rate) from the first target's calibration.
   std::optional<std::pair<double, double>> calibrated;
+  Calibrations calibrations;
   if (spec.runs < 1) throw std::invalid_argument("need at least one run");
   if (o.url) {
     if (spec.path_template.empty())
@@ -180,7 +264,8 @@ BenchReport run_bench(const BenchOptions &o) {
     // Only our own server answers /api/stats with idle counters; ask once whether this is one.
     std::function<std::optional<std::string>()> stats = [] { return std::optional<std::string>{}; };
     if (fetch_stats_json(*o.url, 5.0)) stats = [ep = *o.url] { return fetch_stats_json(ep, 5.0); };
-    report.executors.push_back(run_target(*o.url, o, spec, std::move(er), stats, calibrated));
+    report.executors.push_back(
+        run_target(*o.url, o, spec, std::move(er), stats, calibrated, calibrations));
     return report;
   }
 
@@ -219,8 +304,8 @@ BenchReport run_bench(const BenchOptions &o) {
     er.workers = server.executor(*kind).workers();
     er.io_threads = so.io_threads;
     auto stats = [&server]() { return std::optional<std::string>(server.stats_json()); };
-    report.executors.push_back(
-        run_target(Endpoint{"127.0.0.1", port}, o, spec, std::move(er), stats, calibrated));
+    report.executors.push_back(run_target(Endpoint{"127.0.0.1", port}, o, spec, std::move(er),
+                                          stats, calibrated, calibrations));
     server.stop();
   }
   return report;

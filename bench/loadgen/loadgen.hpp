@@ -17,10 +17,20 @@ namespace overdrive::loadgen {
 using Clock = std::chrono::steady_clock;
 
 /// Version of the JSON written by to_json(const BenchReport&); bump on incompatible changes.
-inline constexpr int json_schema_version = 1;
+/// Version 2: counts sent/answered/shed/failed, efficiency over all requests sent, the serial
+/// calibration, the model used and the model-error flag.
+inline constexpr int json_schema_version = 2;
 
 /// Fraction of a wave subtracted from it when deciding whether a request was needlessly late.
 inline constexpr double late_tolerance_fraction = 0.25;
+/// An efficiency above 1 + this is not a result but a model error: the ideal was not a bound.
+/// Covers calibration noise on a shared machine (a serial tile measured a few % dearer than the
+/// same tile during the run).
+inline constexpr double model_error_tolerance = 0.10;
+/// Calibrated tiles count as equal when the part of their cost that depends on the tile (cost
+/// minus the synthetic work, which is the same for every tile) spreads by at most this fraction
+/// of the median cost: the equal-cost model applies; beyond it the measured-costs model does.
+inline constexpr double equal_cost_spread = 0.25;
 
 /// How requests arrive (see bench/README.md for the exact choreography of each).
 enum class Scenario { Seed, Burst, Preconnect, Browser, Open };
@@ -43,8 +53,25 @@ std::string_view to_string(ConnKind k) noexcept;
 std::vector<double> ideal_arrivals(int k, int workers, double t_ms, bool split);
 /// The length of one wave of the model: T, or T/N with split.
 double wave_ms(int workers, double t_ms, bool split) noexcept;
+/// Ideal arrivals with --split given the calibrated costs of one tile: `wall_ms` alone on the idle
+/// server (split over the workers) and `serial_ms` unsplit on one worker. The better of the two
+/// ways to use the workers, rank by rank: one tile at a time (i*wall) or N tiles at a time
+/// (ceil(i/N)*serial). The synthetic work and the encode are not split, so wall is not serial/N.
+std::vector<double> ideal_arrivals_split(int k, int workers, double wall_ms, double serial_ms);
 /// sum(ideal) / sum(measured): 1.0 = ideal, lower = worse. 0 when measured sums to 0.
 double efficiency(const std::vector<double> &ideal, const std::vector<double> &measured);
+/// Efficiency over all `sent` requests: the answered ones' ratio (ideal of their ranks, or their
+/// own makespan bound, over what they took) times answered / sent. A shed, failed or timed-out
+/// request never arrived: it takes no work and no rank from the answered ones, and counts as
+/// efficiency 0 in the average. 0 when nothing was sent or answered.
+double efficiency_over_sent(double answered_ratio, int answered, int sent) noexcept;
+/// Greedy list scheduling in arrival order: job j (in the given order) starts on the worker that
+/// frees first, as a FIFO executor with `workers` workers runs it. Returns each job's completion.
+std::vector<double> list_schedule(const std::vector<double> &costs, int workers);
+/// Lower bound on the makespan of these jobs on `workers` workers: max(sum / N, largest).
+double makespan_lower_bound(const std::vector<double> &costs, int workers);
+/// Whether an efficiency is beyond what the model allows (> 1 + model_error_tolerance).
+bool is_model_error(double efficiency) noexcept;
 /// For the measured latencies (any order), whether each was needlessly late: with the latencies
 /// sorted ascending and paired by rank with the ascending ideal arrivals, the i-th is late when
 /// latency_i - ideal_i >= wave - tolerance. Returned in the order of `measured`. Sizes must match.
@@ -101,10 +128,13 @@ struct RequestRecord {
   int worker = -1;       ///< X-Overdrive-Worker, if sent
   std::size_t bytes = 0; ///< Body bytes
   // Filled by analyze_run:
+  std::optional<double> cost_ms;  ///< Calibrated serial cost of this path (measured-costs model)
   std::optional<double> ideal_ms; ///< Ideal arrival of the same rank (successful requests)
   bool late = false;              ///< Needlessly late (see needlessly_late)
 
   bool ok() const noexcept { return error.empty() && status >= 200 && status < 300; }
+  /// Shed by the server: 429 or 503 (and no transport error).
+  bool shed() const noexcept { return error.empty() && (status == 429 || status == 503); }
   /// done - scheduled, for a successful request.
   std::optional<double> latency_ms() const;
 };
@@ -115,19 +145,61 @@ struct IdleSample {
   double io_seconds = 0;       ///< io.idle_while_waiting_seconds
 };
 
+/// The calibrated cost of one tile path (ms): median of serial requests on the idle server.
+struct TileCost {
+  std::string path;
+  double wall_ms = 0;   ///< Alone on the idle server, as configured (split over N with --split)
+  double serial_ms = 0; ///< On one worker: = wall without split; with split work + encode +
+                        ///< N x (render - work), the split render counted on every worker
+  double work_ms = 0;   ///< Of which synthetic work (Server-Timing "work"), the same for every tile
+  /// The fastest whole request (client latency on the warm connection: render + encode + one
+  /// HTTP exchange; serial: with the split render counted on every worker), the per-tile cost of
+  /// the measured-costs model. The fastest, because noise on a shared machine only adds time and
+  /// a sub-ms tile's median of a few samples was up to 10x its undisturbed cost; the whole
+  /// request, because for sub-ms tiles the HTTP exchange costs as much as the tile.
+  double best_wall_ms = 0, best_serial_ms = 0;
+  int samples = 0;
+};
+
+/// T, measured before the runs on the idle server, one request at a time on one keep-alive
+/// connection, from the same path template (same tile parameters) the runs use.
+struct Calibration {
+  std::vector<TileCost> tiles; ///< One per distinct path sampled, in path order
+  int paths = 0;               ///< Distinct paths of the run (tiles.size() may be fewer)
+  int samples = 0;
+  double wall_ms = 0, serial_ms = 0; ///< Medians over all samples: T of the equal-cost model
+  std::string source;                ///< "server-timing" (render + encode) or "latency"
+  double elapsed_ms = 0;
+  bool split = false; ///< Calibrated on a server that splits tiles
+  /// The cost of a path: its own, or the median for a path not sampled.
+  const TileCost *find(std::string_view path) const;
+  /// Whether the sampled tiles are equal: max - min of (serial - work) <= equal_cost_spread x
+  /// the median serial cost (load on the machine stretches the synthetic work, not the tile).
+  bool equal_costs() const;
+};
+
 /// One run of a scenario, measured and analysed.
 struct RunResult {
   int run = 1;                 ///< 1-based
   std::int64_t release_ns = 0; ///< The release instant, ns since Clock's epoch
   std::vector<RequestRecord> requests;
   // Closed scenarios (all but open):
-  std::optional<double> cost_ms; ///< T, the serial cost of one job used by the model
-  std::string cost_source;       ///< "cost-ms", "server-timing" or "min-latency"
-  std::optional<double> wave_ms;
+  std::string model;             ///< "equal-cost" or "measured-costs"; empty = no model
+  std::optional<double> cost_ms; ///< Equal-cost: T (the wall time of one tile alone)
+  std::string cost_source;       ///< "cost-ms", "calibration" (serial, idle server)
+  std::optional<double> wave_ms; ///< T (equal-cost) or the largest tile cost (measured-costs)
   std::optional<double> first_ms, last_ms, mean_ms;
-  std::optional<double> ideal_total_ms, measured_total_ms, efficiency;
+  std::optional<double> ideal_total_ms, measured_total_ms;
+  /// Measured-costs: bound on the makespan of the answered tiles, max(sum / N, largest); the
+  /// same over all tiles sent; the arrival-order list schedule of all tiles sent.
+  std::optional<double> makespan_bound_ms, makespan_bound_all_ms, list_makespan_ms;
+  /// Efficiency over all requests sent (efficiency_over_sent); nullopt on a model error.
+  std::optional<double> efficiency;
+  std::optional<double> raw_efficiency;        ///< The same number, also when it is a model error
+  bool model_error = false;                    ///< raw_efficiency > 1 + model_error_tolerance
   int late = 0;                                ///< Needlessly late requests
-  int succeeded = 0, rejected = 0, failed = 0; ///< 2xx; 429/503; everything else
+  int sent = 0;                                ///< Requests in the run
+  int succeeded = 0, rejected = 0, failed = 0; ///< 2xx; shed (429/503); everything else
   // Open loop:
   std::optional<double> p50_ms, p90_ms, p99_ms, throughput_rps, offered_rps;
   double max_send_lag_ms = 0; ///< Worst (sent - scheduled) of the generator itself
@@ -155,14 +227,23 @@ struct LoadSpec {
 struct ModelSpec {
   int workers = 4;
   bool split = false;
-  std::optional<double> cost_ms; ///< Fixes T instead of measuring it
+  std::optional<double> cost_ms;          ///< Fixes T (serial cost, equal-cost model)
+  std::optional<Calibration> calibration; ///< Else T / the tile costs from here
 };
 
 /// Runs one run of spec against endpoint and returns the raw records (no analysis). Every
 /// connection and the run are bounded by spec.timeout_s. Throws std::runtime_error if the
 /// scenario cannot start (e.g. the seed warm-up request fails).
 RunResult run_scenario_once(const Endpoint &endpoint, const LoadSpec &spec, int run);
-/// Fills the model fields (closed scenarios) or the percentiles (open) of a run.
+/// Measures tile costs serially on the idle server: every distinct path of indices 0..count-1
+/// once, in order, then more rounds: 5 in all, or 3 when they took a second or more. It stops
+/// early once 3 s have passed and at least 3 samples are in, if every path has one or the samples
+/// so far agree within 5% (then the unsampled paths are taken to cost the median). Throws
+/// std::runtime_error when a request fails.
+Calibration calibrate(const Endpoint &endpoint, const LoadSpec &spec, int count, int workers,
+                      bool split);
+/// Fills the counts, then the model fields (closed scenarios, needs model.cost_ms or
+/// model.calibration) or the percentiles (open) of a run.
 void analyze_run(RunResult &run, Scenario scenario, const ModelSpec &model, double duration_s);
 
 /// Extracts the idle-while-waiting counters of `executor` (and io) from /api/stats JSON.
@@ -203,6 +284,8 @@ struct ExecutorResult {
   /// same rate, hence the same arrival schedule).
   std::optional<double> capacity_rps;
   std::optional<double> rate; ///< Open loop: the rate used
+  bool split = false;         ///< The model's split (only tbb splits, or an external server)
+  std::optional<Calibration> calibration;
   std::vector<RunResult> runs;
 };
 
@@ -215,6 +298,8 @@ struct BenchReport {
 /// Runs the whole benchmark. Throws std::runtime_error with a one-line reason on failure.
 BenchReport run_bench(const BenchOptions &options);
 
+/// One line on a calibration: samples, T, the spread of tile costs and the model it selects.
+std::string calibration_line(const Calibration &calibration);
 /// The readable table printed on stdout.
 std::string to_table(const BenchReport &report);
 /// Everything, as JSON (schema in bench/README.md; field "schema_version").

@@ -1,12 +1,15 @@
-// The pure part of the load generator: the ideal-arrival model, efficiency and lateness,
-// percentiles, the Poisson schedule, and parsing of Server-Timing, URLs and path templates.
+// The pure part of the load generator: the ideal-arrival models (equal costs, measured costs),
+// efficiency over all requests sent and lateness, percentiles, the Poisson schedule, and parsing
+// of Server-Timing, URLs and path templates.
 #include "bench/loadgen/loadgen.hpp"
 
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <functional>
 #include <numeric>
+#include <queue>
 #include <random>
 #include <stdexcept>
 
@@ -67,10 +70,53 @@ double wave_ms(int workers, double t_ms, bool split) noexcept {
   return split ? t_ms / std::max(1, workers) : t_ms;
 }
 
+std::vector<double> ideal_arrivals_split(int k, int workers, double wall_ms, double serial_ms) {
+  if (k < 0 || workers < 1 || !(wall_ms >= 0) || !(serial_ms >= 0))
+    throw std::invalid_argument("ideal_arrivals_split: need k >= 0, workers >= 1, costs >= 0");
+  std::vector<double> out;
+  out.reserve(static_cast<std::size_t>(k));
+  for (int i = 1; i <= k; ++i)
+    out.push_back(std::min(i * wall_ms, ((i + workers - 1) / workers) * serial_ms));
+  return out;
+}
+
 double efficiency(const std::vector<double> &ideal, const std::vector<double> &measured) {
   const double m = std::accumulate(measured.begin(), measured.end(), 0.0);
   if (m <= 0) return 0.0;
   return std::accumulate(ideal.begin(), ideal.end(), 0.0) / m;
+}
+
+double efficiency_over_sent(double answered_ratio, int answered, int sent) noexcept {
+  if (sent <= 0 || answered <= 0) return 0.0;
+  return answered_ratio * std::min(answered, sent) / sent;
+}
+
+std::vector<double> list_schedule(const std::vector<double> &costs, int workers) {
+  if (workers < 1) throw std::invalid_argument("list_schedule: need workers >= 1");
+  // Free times of the workers, earliest first.
+  std::priority_queue<double, std::vector<double>, std::greater<>> free_at;
+  for (int w = 0; w < workers; ++w)
+    free_at.push(0.0);
+  std::vector<double> done;
+  done.reserve(costs.size());
+  for (double c : costs) {
+    const double start = free_at.top();
+    free_at.pop();
+    done.push_back(start + c);
+    free_at.push(done.back());
+  }
+  return done;
+}
+
+double makespan_lower_bound(const std::vector<double> &costs, int workers) {
+  if (workers < 1) throw std::invalid_argument("makespan_lower_bound: need workers >= 1");
+  if (costs.empty()) return 0.0;
+  return std::max(std::accumulate(costs.begin(), costs.end(), 0.0) / workers,
+                  *std::max_element(costs.begin(), costs.end()));
+}
+
+bool is_model_error(double efficiency) noexcept {
+  return efficiency > 1.0 + model_error_tolerance;
 }
 
 std::vector<bool> needlessly_late(const std::vector<double> &measured,
@@ -307,22 +353,68 @@ std::optional<IdleSample> parse_idle_sample(std::string_view json, std::string_v
   return IdleSample{*ex_v, *io_v};
 }
 
+const TileCost *Calibration::find(std::string_view path) const {
+  for (const TileCost &t : tiles)
+    if (t.path == path) return &t;
+  return nullptr;
+}
+
+bool Calibration::equal_costs() const {
+  if (tiles.empty()) return true;
+  std::vector<double> own, serial;
+  for (const TileCost &t : tiles) {
+    own.push_back(t.serial_ms - t.work_ms);
+    serial.push_back(t.serial_ms);
+  }
+  const auto [lo, hi] = std::minmax_element(own.begin(), own.end());
+  return *hi - *lo <= equal_cost_spread * *median(serial);
+}
+
+namespace {
+
+// Pairs the answered latencies (any order) by rank with the ascending `ideal` (at least as many),
+// marks the records and counts the late ones.
+void mark_ranks(RunResult &run, const std::vector<std::size_t> &ok_index,
+                const std::vector<double> &lat, std::vector<double> ideal, double wave) {
+  std::sort(ideal.begin(), ideal.end());
+  ideal.resize(lat.size());
+  const auto late = needlessly_late(lat, ideal, wave, late_tolerance_fraction * wave);
+  std::vector<std::size_t> order(lat.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return lat[a] < lat[b]; });
+  for (std::size_t rank = 0; rank < order.size(); ++rank) {
+    RequestRecord &r = run.requests[ok_index[order[rank]]];
+    r.ideal_ms = ideal[rank] + r.scheduled_ms;
+    r.late = late[order[rank]];
+    run.late += r.late ? 1 : 0;
+  }
+}
+
+} // namespace
+
 void analyze_run(RunResult &run, Scenario scenario, const ModelSpec &model, double duration_s) {
   run.succeeded = run.rejected = run.failed = run.late = 0;
+  run.sent = static_cast<int>(run.requests.size());
+  run.model.clear();
+  run.cost_ms.reset();
+  run.cost_source.clear();
+  run.wave_ms.reset();
+  run.efficiency.reset();
+  run.raw_efficiency.reset();
+  run.model_error = false;
   std::vector<double> lat;
   std::vector<std::size_t> ok_index;
-  std::vector<double> server_cost;
   for (std::size_t j = 0; j < run.requests.size(); ++j) {
     RequestRecord &r = run.requests[j];
     r.ideal_ms.reset();
+    r.cost_ms.reset();
     r.late = false;
     if (r.ok()) {
       ++run.succeeded;
       lat.push_back(*r.latency_ms());
       ok_index.push_back(j);
-      if (r.server.render && r.server.encode)
-        server_cost.push_back(*r.server.render + *r.server.encode);
-    } else if (r.error.empty() && (r.status == 429 || r.status == 503)) {
+    } else if (r.shed()) {
       ++run.rejected;
     } else {
       ++run.failed;
@@ -345,39 +437,89 @@ void analyze_run(RunResult &run, Scenario scenario, const ModelSpec &model, doub
     if (duration_s > 0) run.offered_rps = static_cast<double>(run.requests.size()) / duration_s;
     return;
   }
-  if (lat.empty()) return;
-  // T: fixed, or the median server-side cost. With split the server measures the split wall time
-  // of a tile, T/N, so the serial T of the model is N times that.
-  if (model.cost_ms) {
-    run.cost_ms = model.cost_ms;
-    run.cost_source = "cost-ms";
-  } else if (auto m = median(server_cost)) {
-    run.cost_ms = model.split ? *m * model.workers : *m;
-    run.cost_source = "server-timing";
+  // T comes from --cost-ms or the serial calibration on the idle server, never from this run:
+  // under load a tile takes longer (more workers than cores, shared caches), which would raise
+  // the ideal with the measurement and hide exactly what the bench is for.
+  const Calibration *cal = model.calibration ? &*model.calibration : nullptr;
+  if (!model.cost_ms && !cal) return;
+  const int n = model.workers;
+  double answered_ratio = 0;
+  if (model.cost_ms || cal->equal_costs()) {
+    // Equal-cost model: K equal jobs; the answered ones take the first ranks of the K.
+    run.model = "equal-cost";
+    std::vector<double> ideal;
+    if (model.cost_ms) {
+      run.cost_source = "cost-ms";
+      run.cost_ms = model.cost_ms;
+      ideal = ideal_arrivals(run.sent, n, *model.cost_ms, model.split);
+      run.wave_ms = wave_ms(n, *model.cost_ms, model.split);
+    } else {
+      run.cost_source = "calibration";
+      run.cost_ms = cal->wall_ms;
+      ideal = model.split ? ideal_arrivals_split(run.sent, n, cal->wall_ms, cal->serial_ms)
+                          : ideal_arrivals(run.sent, n, cal->wall_ms, false);
+      run.wave_ms = cal->wall_ms;
+    }
+    run.ideal_total_ms = std::accumulate(ideal.begin(), ideal.begin() + run.succeeded, 0.0);
+    if (lat.empty()) {
+      run.raw_efficiency = run.efficiency = 0.0;
+      return;
+    }
+    run.measured_total_ms = std::accumulate(lat.begin(), lat.end(), 0.0);
+    answered_ratio = *run.ideal_total_ms / *run.measured_total_ms;
+    mark_ranks(run, ok_index, lat, ideal, *run.wave_ms);
   } else {
-    run.cost_ms = run.first_ms; // the first arrival waited for nothing: about one job
-    if (model.split) *run.cost_ms *= model.workers;
-    run.cost_source = "min-latency";
+    // Measured-costs model: each tile its own calibrated cost (its fastest serial sample). The
+    // answered tiles' makespan against its lower bound; lateness by rank against the
+    // arrival-order list schedule. A path not sampled costs the cheapest sampled tile.
+    run.model = "measured-costs";
+    run.cost_source = "calibration";
+    double cheapest_wall = cal->wall_ms, cheapest_serial = cal->serial_ms;
+    for (const TileCost &t : cal->tiles) {
+      cheapest_wall = std::min(cheapest_wall, t.best_wall_ms);
+      cheapest_serial = std::min(cheapest_serial, t.best_serial_ms);
+    }
+    std::vector<double> all_serial, ok_serial;
+    double all_wall = 0, ok_wall = 0;
+    for (RequestRecord &r : run.requests) {
+      const TileCost *t = cal->find(r.path);
+      const double wall = t ? t->best_wall_ms : cheapest_wall;
+      const double serial = t ? t->best_serial_ms : cheapest_serial;
+      r.cost_ms = serial;
+      all_serial.push_back(serial);
+      all_wall = std::max(all_wall, wall);
+      if (r.ok()) {
+        ok_serial.push_back(serial);
+        ok_wall = std::max(ok_wall, wall);
+      }
+    }
+    // With split a tile can finish in its wall time, less than its serial cost: the largest
+    // single tile bounds the makespan by its wall time, the total work by serial / N.
+    auto bound = [&](const std::vector<double> &serial, double wall) {
+      if (serial.empty()) return 0.0;
+      return model.split ? std::max(std::accumulate(serial.begin(), serial.end(), 0.0) / n, wall)
+                         : makespan_lower_bound(serial, n);
+    };
+    run.makespan_bound_all_ms = bound(all_serial, all_wall);
+    const auto all_list = list_schedule(all_serial, n);
+    run.list_makespan_ms = *std::max_element(all_list.begin(), all_list.end());
+    if (lat.empty()) {
+      run.raw_efficiency = run.efficiency = 0.0;
+      return;
+    }
+    run.makespan_bound_ms = bound(ok_serial, ok_wall);
+    run.wave_ms = *std::max_element(ok_serial.begin(), ok_serial.end());
+    const auto ok_list = list_schedule(ok_serial, n);
+    run.ideal_total_ms = std::accumulate(ok_list.begin(), ok_list.end(), 0.0);
+    run.measured_total_ms = std::accumulate(lat.begin(), lat.end(), 0.0);
+    answered_ratio = *run.last_ms > 0 ? *run.makespan_bound_ms / *run.last_ms : 0.0;
+    mark_ranks(run, ok_index, lat, ok_list, *run.wave_ms);
   }
-  const auto ideal =
-      ideal_arrivals(static_cast<int>(lat.size()), model.workers, *run.cost_ms, model.split);
-  run.wave_ms = wave_ms(model.workers, *run.cost_ms, model.split);
-  run.ideal_total_ms = std::accumulate(ideal.begin(), ideal.end(), 0.0);
-  run.measured_total_ms = std::accumulate(lat.begin(), lat.end(), 0.0);
-  run.efficiency = efficiency(ideal, lat);
-  const auto late =
-      needlessly_late(lat, ideal, *run.wave_ms, late_tolerance_fraction * *run.wave_ms);
-  // The ideal arrival of each request's rank, for the timeline marks.
-  std::vector<std::size_t> order(lat.size());
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  std::stable_sort(order.begin(), order.end(),
-                   [&](std::size_t a, std::size_t b) { return lat[a] < lat[b]; });
-  for (std::size_t rank = 0; rank < order.size(); ++rank) {
-    RequestRecord &r = run.requests[ok_index[order[rank]]];
-    r.ideal_ms = ideal[rank] + r.scheduled_ms;
-    r.late = late[order[rank]];
-    run.late += r.late ? 1 : 0;
-  }
+  run.raw_efficiency = efficiency_over_sent(answered_ratio, run.succeeded, run.sent);
+  // The model's claim is about the answered tiles: beating their ideal is a model error, also
+  // when shedding scales the efficiency over all requests back under 1.
+  run.model_error = is_model_error(answered_ratio);
+  if (!run.model_error) run.efficiency = run.raw_efficiency;
 }
 
 } // namespace overdrive::loadgen

@@ -78,6 +78,24 @@ std::string nan_fmt(const char *f, double v, double scale = 1.0) {
 
 } // namespace
 
+std::string calibration_line(const Calibration &c) {
+  std::string out = "calibration (serial, idle server";
+  out += c.split ? ", split" : "";
+  out += "): " + std::to_string(c.samples) + " samples over " + std::to_string(c.tiles.size()) +
+         " of " + std::to_string(c.paths) + " paths (" + c.source + ", " +
+         fmt("%.1f", c.elapsed_ms / 1000) + " s): T = " + fmt("%.1f", c.wall_ms) + " ms";
+  if (c.split) out += " (unsplit " + fmt("%.1f", c.serial_ms) + " ms)";
+  if (!c.tiles.empty()) {
+    const auto [lo, hi] = std::minmax_element(
+        c.tiles.begin(), c.tiles.end(),
+        [](const TileCost &a, const TileCost &b) { return a.serial_ms < b.serial_ms; });
+    out += "; tile costs (median) " + fmt("%.2f", lo->serial_ms) + "-" +
+           fmt("%.2f", hi->serial_ms) + " ms";
+  }
+  out += c.equal_costs() ? " -> equal-cost model" : " -> measured-costs model";
+  return out;
+}
+
 std::string to_table(const BenchReport &rep) {
   const BenchOptions &o = rep.options;
   const Scenario sc = o.load.scenario;
@@ -103,37 +121,67 @@ std::string to_table(const BenchReport &rep) {
     const std::string unit = secs ? "s" : "ms";
     out << pad("executor", 9) << pad("N", 4) << pad("io", 5) << pad("run", 4)
         << pad("arrivals (" + unit + ", count x time)", 32) << pad("first", 7) << pad("last", 7)
-        << pad("mean", 7) << pad("ideal", 7) << pad("T(ms)", 8) << pad("eff", 6) << pad("late", 5)
-        << pad("fail", 5) << "idle core-s exec+io\n";
+        << pad("mean", 7) << pad("model", 7) << pad("ideal", 7) << pad("T(ms)", 8) << pad("eff", 6)
+        << pad("late", 5) << pad("ok/sent", 8) << pad("shed", 5) << pad("fail", 5)
+        << "idle core-s exec+io\n";
     for (const auto &e : rep.executors) {
+      if (e.calibration) out << pad(e.executor, 9) << calibration_line(*e.calibration) << "\n";
       std::vector<double> effs;
-      int late = 0, late_runs = 0;
+      int late = 0, late_runs = 0, errors = 0, sent = 0, ok = 0, shed = 0, failed = 0;
+      std::string error_lines;
       for (const auto &r : e.runs) {
-        double ideal_mean = std::nan("");
-        if (r.ideal_total_ms && r.succeeded) ideal_mean = *r.ideal_total_ms / r.succeeded;
+        // Equal-cost: the ideal mean latency of the answered ranks; measured-costs: the bound
+        // on the answered tiles' makespan (compare with last). T: T, or the largest tile cost.
+        double ideal = std::nan("");
+        if (r.model == "measured-costs" && r.makespan_bound_ms)
+          ideal = *r.makespan_bound_ms;
+        else if (r.ideal_total_ms && r.succeeded)
+          ideal = *r.ideal_total_ms / r.succeeded;
+        const std::optional<double> t = r.model == "measured-costs" ? r.wave_ms : r.cost_ms;
         out << pad(e.executor, 9) << pad(std::to_string(e.workers), 4)
             << pad(e.io_threads ? std::to_string(*e.io_threads) : "-", 5)
             << pad(std::to_string(r.run), 4) << pad(arrival_groups(r, secs), 32)
             << pad(opt_fmt(f, r.first_ms, sc_), 7) << pad(opt_fmt(f, r.last_ms, sc_), 7)
-            << pad(opt_fmt(f, r.mean_ms, sc_), 7) << pad(nan_fmt(f, ideal_mean, sc_), 7)
-            << pad(opt_fmt("%.0f", r.cost_ms), 8) << pad(opt_fmt("%.2f", r.efficiency), 6)
-            << pad(std::to_string(r.late), 5) << pad(std::to_string(r.failed + r.rejected), 5);
+            << pad(opt_fmt(f, r.mean_ms, sc_), 7)
+            << pad(r.model == "equal-cost"       ? "equal"
+                   : r.model == "measured-costs" ? "costs"
+                                                 : "-",
+                   7)
+            << pad(nan_fmt(f, ideal, sc_), 7) << pad(opt_fmt("%.0f", t), 8)
+            << pad(r.model_error ? "ERR" : opt_fmt("%.2f", r.efficiency), 6)
+            << pad(std::to_string(r.late), 5)
+            << pad(std::to_string(r.succeeded) + "/" + std::to_string(r.sent), 8)
+            << pad(std::to_string(r.rejected), 5) << pad(std::to_string(r.failed), 5);
         if (r.idle_executor_s && r.idle_io_s)
           out << fmt("%.2f", *r.idle_executor_s) << "+" << fmt("%.2f", *r.idle_io_s);
         else
           out << "-";
         out << "\n";
+        if (r.model_error)
+          error_lines += pad(e.executor, 9) + "run " + std::to_string(r.run) +
+                         ": MODEL ERROR, not a result: efficiency " +
+                         opt_fmt("%.2f", r.raw_efficiency) + " > 1 + " +
+                         fmt("%.2f", model_error_tolerance) +
+                         " (the run beat its ideal, which was therefore no bound)\n";
         if (r.efficiency) effs.push_back(*r.efficiency);
+        errors += r.model_error ? 1 : 0;
         late += r.late;
         late_runs += r.late > 0 ? 1 : 0;
+        sent += r.sent;
+        ok += r.succeeded;
+        shed += r.rejected;
+        failed += r.failed;
       }
+      out << error_lines;
       if (e.runs.size() > 1) {
         out << pad(e.executor, 9) << "summary: efficiency median " << opt_fmt("%.2f", median(effs));
         if (!effs.empty())
           out << " (min " << fmt("%.2f", *std::min_element(effs.begin(), effs.end())) << ", max "
               << fmt("%.2f", *std::max_element(effs.begin(), effs.end())) << ")";
+        if (errors) out << " of " << effs.size() << " runs, " << errors << " model errors";
         out << "; " << late << " needlessly late requests in " << late_runs << " of "
-            << e.runs.size() << " runs\n";
+            << e.runs.size() << " runs; " << sent << " sent, " << ok << " ok, " << shed << " shed, "
+            << failed << " failed\n";
       }
     }
   } else {
@@ -292,6 +340,8 @@ std::string to_json(const BenchReport &rep) {
   j.field("browser_connections", o.load.browser_connections);
   j.field("path_template", o.load.path_template).field("zoom", o.load.zoom);
   j.field("late_tolerance_fraction", late_tolerance_fraction);
+  j.field("model_error_tolerance", model_error_tolerance);
+  j.field("equal_cost_spread", equal_cost_spread);
   j.field("cost_ms", o.cost_ms);
   j.close('}');
   j.key("server").open('{');
@@ -310,29 +360,67 @@ std::string to_json(const BenchReport &rep) {
     j.open('{');
     j.field("executor", e.executor).field("workers", e.workers).field("io_threads", e.io_threads);
     j.field("path_template", e.path_template);
-    j.field("capacity_rps", e.capacity_rps).field("rate", e.rate);
+    j.field("capacity_rps", e.capacity_rps).field("rate", e.rate).field("split", e.split);
+    j.key("calibration");
+    if (e.calibration) {
+      const Calibration &c = *e.calibration;
+      j.open('{');
+      j.field("method", "serial on the idle server, before the runs");
+      j.field("source", c.source).field("split", c.split).field("samples", c.samples);
+      j.field("paths", c.paths).field("elapsed_ms", c.elapsed_ms);
+      j.field("t_ms", c.wall_ms).field("serial_ms", c.serial_ms);
+      j.field("model", c.equal_costs() ? "equal-cost" : "measured-costs");
+      j.key("tiles").open('[');
+      for (const TileCost &t : c.tiles) {
+        j.open('{');
+        j.field("path", t.path).field("wall_ms", t.wall_ms).field("serial_ms", t.serial_ms);
+        j.field("work_ms", t.work_ms).field("best_wall_ms", t.best_wall_ms);
+        j.field("best_serial_ms", t.best_serial_ms).field("samples", t.samples);
+        j.close('}');
+      }
+      j.close(']');
+      j.close('}');
+    } else {
+      j.value(std::optional<double>()); // null
+    }
     std::vector<double> effs;
-    int late = 0;
+    int late = 0, errors = 0, sent = 0, ok = 0, shed = 0, failed = 0;
     for (const auto &r : e.runs) {
       if (r.efficiency) effs.push_back(*r.efficiency);
       late += r.late;
+      errors += r.model_error ? 1 : 0;
+      sent += r.sent;
+      ok += r.succeeded;
+      shed += r.rejected;
+      failed += r.failed;
     }
     j.key("summary").open('{');
     j.field("runs", static_cast<int>(e.runs.size())).field("median_efficiency", median(effs));
     j.field("min_efficiency",
             effs.empty() ? std::optional<double>()
                          : std::optional<double>(*std::min_element(effs.begin(), effs.end())));
-    j.field("late", late);
+    j.field("model_errors", errors).field("late", late);
+    j.field("sent", sent).field("answered", ok).field("shed", shed).field("failed", failed);
     j.close('}');
     j.key("runs").open('[');
     for (const auto &r : e.runs) {
       j.open('{');
       j.field("run", r.run).field("release_ns", r.release_ns);
-      j.field("succeeded", r.succeeded).field("rejected", r.rejected).field("failed", r.failed);
+      j.field("sent", r.sent).field("answered", r.succeeded).field("shed", r.rejected);
+      j.field("failed", r.failed);
       j.field("first_ms", r.first_ms).field("last_ms", r.last_ms).field("mean_ms", r.mean_ms);
+      j.key("model");
+      if (r.model.empty())
+        j.value(std::optional<double>()); // null
+      else
+        j.value(r.model);
       j.field("cost_ms", r.cost_ms).field("cost_source", r.cost_source).field("wave_ms", r.wave_ms);
       j.field("ideal_total_ms", r.ideal_total_ms).field("measured_total_ms", r.measured_total_ms);
-      j.field("efficiency", r.efficiency).field("late", r.late);
+      j.field("makespan_bound_ms", r.makespan_bound_ms);
+      j.field("makespan_bound_all_ms", r.makespan_bound_all_ms);
+      j.field("list_makespan_ms", r.list_makespan_ms);
+      j.field("efficiency", r.efficiency).field("raw_efficiency", r.raw_efficiency);
+      j.field("model_error", r.model_error).field("late", r.late);
       j.field("p50_ms", r.p50_ms).field("p90_ms", r.p90_ms).field("p99_ms", r.p99_ms);
       j.field("throughput_rps", r.throughput_rps).field("offered_rps", r.offered_rps);
       j.field("max_send_lag_ms", r.max_send_lag_ms);
@@ -352,7 +440,7 @@ std::string to_json(const BenchReport &rep) {
         j.field("render_ms", q.server.render).field("encode_ms", q.server.encode);
         j.field("work_ms", q.server.work);
         j.close('}');
-        j.field("ideal_ms", q.ideal_ms).field("late", q.late);
+        j.field("cost_ms", q.cost_ms).field("ideal_ms", q.ideal_ms).field("late", q.late);
         j.close('}');
       }
       j.close(']');
@@ -473,7 +561,11 @@ std::string to_svg(const BenchReport &rep) {
     if (r) {
       head += "; run " + std::to_string(r->run) + " of " + std::to_string(e.runs.size());
       if (closed(sc) && e.runs.size() > 1) head += " (median efficiency)";
+      if (!r->model.empty()) head += ", " + r->model + " model";
       if (r->efficiency) head += ", efficiency " + fmt("%.2f", *r->efficiency);
+      if (r->model_error) head += ", MODEL ERROR";
+      if (r->rejected + r->failed)
+        head += ", " + std::to_string(r->succeeded) + "/" + std::to_string(r->sent) + " ok";
       if (closed(sc)) head += ", " + std::to_string(r->late) + " late";
       if (r->p99_ms)
         head += ", p50 " + fmt("%.0f", r->p50_ms.value_or(0)) + " / p99 " +
