@@ -18,7 +18,12 @@ namespace {
 
 struct BenchArgs {
   std::string scenario = "seed";
-  std::string executors = "inline,tbb,pool";
+  std::string executors = [] {
+    std::string all;
+    for (const auto &n : all_executor_names())
+      all += (all.empty() ? "" : ",") + n;
+    return all;
+  }();
   std::string url, path_template;
   int requests = 0, runs = 0, workers = 0, io_threads = 0;
   std::size_t queue_limit = 0;
@@ -157,8 +162,8 @@ int run_bench_cmd(BenchArgs &a) {
   }
   if (!a.quiet) o.progress = [](const std::string &line) { std::cerr << line << std::endl; };
   if (no_arguments)
-    std::cerr << "overdrive bench: seed scenario (K=5, 4 workers, sleep:2000) on inline, tbb and "
-                 "pool, 3 runs each (about a minute); see `overdrive bench --help`\n";
+    std::cerr << "overdrive bench: seed scenario (K=5, 4 workers, sleep:2000) on " << a.executors
+              << ", 3 runs each (about a minute); see `overdrive bench --help`\n";
 
   std::signal(SIGPIPE, SIG_IGN);
   BenchReport report;
@@ -217,7 +222,7 @@ void add_bench_command(CLI::App &app) {
       ->check(CLI::IsMember({"seed", "burst", "preconnect", "browser", "open"}));
   a->o_executors =
       cmd->add_option("--executors", a->executors,
-                      "Comma-separated in-process executors (default inline,tbb,pool)");
+                      "Comma-separated in-process executors (default " + a->executors + ")");
   a->o_url = cmd->add_option("--url", a->url,
                              "Drive a running loopback server instead, e.g. http://127.0.0.1:8080");
   a->o_template = cmd->add_option("--path-template", a->path_template,

@@ -14,12 +14,12 @@ namespace {
 // The one list of backends. Row i has kind i (checked below); everything that names executors
 // (CLI choices, the server, the bench, /api/stats, the page) derives from it.
 const std::array<ExecutorInfo, 3> kRegistry{{
-    {ExecutorKind::Inline, "inline", "on the connection thread that read the request", true,
+    {ExecutorKind::Inline, "inline", "on the connection thread that read the request", true, false,
      &detail::make_inline_executor},
-    {ExecutorKind::Tbb, "tbb", "in a oneTBB task_arena, fed in arrival order", false,
+    {ExecutorKind::Tbb, "tbb", "in a oneTBB task_arena, fed in arrival order", false, true,
      &detail::make_tbb_arena_executor},
     {ExecutorKind::Pool, "pool", "on a dedicated FIFO thread pool; the caller only waits", false,
-     &detail::make_thread_pool_executor},
+     false, &detail::make_thread_pool_executor},
 }};
 
 const bool kRegistryInKindOrder = [] {

@@ -42,6 +42,8 @@ struct ExecutorInfo {
   /// True if a job runs on the thread that submits it (inline): a server must then give each
   /// connection its own thread, as it would give an I/O thread.
   bool runs_on_caller;
+  /// True if ExecutorOptions::split spreads one job over all workers (tbb).
+  bool can_split;
   std::unique_ptr<Executor> (*make)(const ExecutorOptions &options); ///< workers already resolved
 };
 

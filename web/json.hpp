@@ -17,6 +17,9 @@ namespace overdrive {
 /// Commas are placed automatically. Not thread-safe; one writer per document.
 class JsonWriter {
 public:
+  /// decimals < 0: doubles in their shortest round-trip form; otherwise with that many decimals.
+  explicit JsonWriter(int decimals = -1) : decimals_(decimals) {}
+
   /// The document so far.
   const std::string &str() const noexcept { return out_; }
   std::string take() &&noexcept { return std::move(out_); }
@@ -55,9 +58,10 @@ public:
     const auto [end, ec] = std::to_chars(buf.data(), buf.data() + buf.size(), v);
     return raw_value(std::string_view(buf.data(), static_cast<std::size_t>(end - buf.data())));
   }
-  /// Shortest round-trip form; JSON has no inf/nan, so those become null.
+  /// As the constructor chose; JSON has no inf/nan, so those become null.
   JsonWriter &value(double v) {
     if (!std::isfinite(v)) return raw_value("null");
+    if (decimals_ >= 0) return fixed(v, decimals_);
     std::array<char, 32> buf{};
     const auto [end, ec] = std::to_chars(buf.data(), buf.data() + buf.size(), v);
     return raw_value(std::string_view(buf.data(), static_cast<std::size_t>(end - buf.data())));
@@ -113,6 +117,7 @@ private:
 
   std::string out_;
   bool fresh_ = true;
+  int decimals_;
 };
 
 } // namespace overdrive

@@ -83,7 +83,8 @@ ExecutorResult run_target(const Endpoint &ep, const BenchOptions &o, LoadSpec sp
                           std::optional<std::pair<double, double>> &calibrated,
                           Calibrations &calibrations) {
   // Only tbb splits a tile; an external server is taken at its word (--split).
-  er.split = o.server.split && (er.executor == "tbb" || er.executor == "external");
+  const auto kind = parse_executor_kind(er.executor);
+  er.split = o.server.split && (kind ? executor_info(*kind).can_split : er.executor == "external");
   ModelSpec model{er.workers, er.split, o.cost_ms, std::nullopt};
   er.path_template = spec.path_template;
   const bool open = spec.scenario == Scenario::Open;
@@ -288,7 +289,7 @@ BenchReport run_bench(const BenchOptions &o) {
     so.workers = o.server.workers;
     // With inline the I/O threads are the workers: N workers means N I/O threads.
     so.io_threads =
-        o.server.io_threads.value_or(*kind == ExecutorKind::Inline ? o.server.workers : 128);
+        o.server.io_threads.value_or(executor_info(*kind).runs_on_caller ? o.server.workers : 128);
     so.queue_limit = o.server.queue_limit;
     so.split = o.server.split;
     so.work = *work;

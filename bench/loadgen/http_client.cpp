@@ -42,8 +42,16 @@ std::string errno_text(const char *what) {
 } // namespace
 
 std::string Response::header(std::string_view name) const {
+  // Header names are case-insensitive (HAProxy, for one, sends them in lower case).
+  auto same = [name](std::string_view k) {
+    return k.size() == name.size() &&
+           std::equal(k.begin(), k.end(), name.begin(), [](char a, char b) {
+             return std::tolower(static_cast<unsigned char>(a)) ==
+                    std::tolower(static_cast<unsigned char>(b));
+           });
+  };
   for (const auto &[k, v] : headers)
-    if (k == name) return v;
+    if (same(k)) return v;
   return {};
 }
 

@@ -3,6 +3,8 @@
 // No third-party headers here: the HTTP client and the in-process servers stay in the .cpp files.
 #pragma once
 
+#include "executors/executor.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -267,7 +269,7 @@ struct ServerSpec {
 struct BenchOptions {
   LoadSpec load;
   ServerSpec server;
-  std::vector<std::string> executors = {"inline", "tbb", "pool"};
+  std::vector<std::string> executors = all_executor_names();
   std::optional<Endpoint> url; ///< Drive this server instead of in-process ones
   std::optional<double> cost_ms;
   std::optional<double> rate_fraction; ///< Open loop: rate as a fraction of capacity (workers/T)

@@ -2,6 +2,7 @@
 // efficiency over all requests sent and lateness, percentiles, the Poisson schedule, and parsing
 // of Server-Timing, URLs and path templates.
 #include "bench/loadgen/loadgen.hpp"
+#include "web/wire.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -207,15 +208,16 @@ ServerTiming parse_server_timing(std::string_view header) {
       p = next;
     }
     if (!dur) continue;
-    if (name == "io")
+    namespace m = wire::timing;
+    if (name == m::io)
       t.io = dur;
-    else if (name == "queue")
+    else if (name == m::queue)
       t.queue = dur;
-    else if (name == "render")
+    else if (name == m::render)
       t.render = dur;
-    else if (name == "encode")
+    else if (name == m::encode)
       t.encode = dur;
-    else if (name == "work")
+    else if (name == m::work)
       t.work = dur;
   }
   return t;
@@ -334,7 +336,14 @@ std::optional<double> RequestRecord::latency_ms() const {
 }
 
 std::optional<IdleSample> parse_idle_sample(std::string_view json, std::string_view executor) {
-  constexpr std::string_view key = "\"idle_while_waiting_seconds\":";
+  namespace k = wire::stats;
+  // Built with append: GCC 12's -Wrestrict misfires on "literal" + std::string + "literal".
+  auto quoted_key = [](std::string_view name, std::string_view after) {
+    std::string s(1, '"');
+    s.append(name).append("\"").append(after);
+    return s;
+  };
+  const std::string key = quoted_key(k::idle_while_waiting_seconds, ":");
   auto number_after = [&](std::size_t from) -> std::optional<double> {
     const auto k = json.find(key, from);
     if (k == std::string_view::npos) return std::nullopt;
@@ -345,8 +354,10 @@ std::optional<IdleSample> parse_idle_sample(std::string_view json, std::string_v
       ++e;
     return parse_double(json.substr(b, e - b));
   };
-  const auto io = json.find("\"io\":{");
-  const auto ex = json.find("{\"name\":\"" + std::string(executor) + "\"");
+  const auto io = json.find(quoted_key(k::io, ":{"));
+  std::string ex_key(1, '{');
+  ex_key.append(quoted_key(k::name, ":")).append(quoted_key(executor, ""));
+  const auto ex = json.find(ex_key);
   if (io == std::string_view::npos || ex == std::string_view::npos) return std::nullopt;
   const auto io_v = number_after(io), ex_v = number_after(ex);
   if (!io_v || !ex_v) return std::nullopt;

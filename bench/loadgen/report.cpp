@@ -2,6 +2,7 @@
 // bench/README.md), and a hand-written SVG timeline (no dependencies).
 #include "bench/loadgen/format.hpp"
 #include "bench/loadgen/loadgen.hpp"
+#include "web/json.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -218,114 +219,14 @@ std::string to_table(const BenchReport &rep) {
 
 namespace {
 
-class Json {
-public:
-  std::string str() const { return out_; }
-  Json &raw(std::string_view s) {
-    out_ += s;
-    return *this;
-  }
-  Json &key(std::string_view k) {
-    comma();
-    string(k);
-    out_ += ':';
-    fresh_ = true;
-    return *this;
-  }
-  Json &open(char c) {
-    comma();
-    out_ += c;
-    fresh_ = true;
-    return *this;
-  }
-  Json &close(char c) {
-    out_ += c;
-    fresh_ = false;
-    return *this;
-  }
-  Json &value(const std::string &s) {
-    comma();
-    string(s);
-    return *this;
-  }
-  Json &value(const char *s) { return value(std::string(s)); }
-  Json &value(double v) {
-    comma();
-    out_ += std::isfinite(v) ? fmt("%.3f", v) : "null";
-    return *this;
-  }
-  Json &value(int v) {
-    comma();
-    out_ += std::to_string(v);
-    return *this;
-  }
-  Json &value(std::int64_t v) {
-    comma();
-    out_ += std::to_string(v);
-    return *this;
-  }
-  Json &value(std::size_t v) {
-    comma();
-    out_ += std::to_string(v);
-    return *this;
-  }
-  Json &value(std::uint64_t v, bool) {
-    comma();
-    out_ += std::to_string(v);
-    return *this;
-  }
-  Json &value(bool v) {
-    comma();
-    out_ += v ? "true" : "false";
-    return *this;
-  }
-  Json &value(const std::optional<double> &v) {
-    if (v) return value(*v);
-    comma();
-    out_ += "null";
-    return *this;
-  }
-  Json &value(const std::optional<int> &v) {
-    if (v) return value(*v);
-    comma();
-    out_ += "null";
-    return *this;
-  }
-  template <typename T> Json &field(std::string_view k, const T &v) {
-    key(k);
-    return value(v);
-  }
-
-private:
-  void comma() {
-    if (!fresh_ && !out_.empty() && out_.back() != '{' && out_.back() != '[') out_ += ',';
-    fresh_ = false;
-  }
-  void string(std::string_view s) {
-    out_ += '"';
-    for (char c : s) {
-      if (c == '"' || c == '\\') {
-        out_ += '\\';
-        out_ += c;
-      } else if (static_cast<unsigned char>(c) < 0x20) {
-        char buf[8];
-        std::snprintf(buf, sizeof buf, "\\u%04x", c);
-        out_ += buf;
-      } else {
-        out_ += c;
-      }
-    }
-    out_ += '"';
-  }
-  std::string out_;
-  bool fresh_ = true;
-};
+// The project's one JSON writer (web/json.hpp); milliseconds keep three decimals.
+using Json = JsonWriter;
 
 } // namespace
 
 std::string to_json(const BenchReport &rep) {
   const BenchOptions &o = rep.options;
-  Json j;
+  Json j(3);
   j.open('{');
   j.field("schema", "overdrive-bench").field("schema_version", json_schema_version);
   j.field("scenario", std::string(to_string(o.load.scenario))).field("target", rep.target);
@@ -334,7 +235,7 @@ std::string to_json(const BenchReport &rep) {
   j.field("rate", o.load.rate).field("rate_fraction", o.rate_fraction);
   j.field("duration_s", o.load.duration_s)
       .key("seed")
-      .value(static_cast<std::uint64_t>(o.load.seed), true);
+      .value(static_cast<std::uint64_t>(o.load.seed));
   j.field("timeout_s", o.load.timeout_s);
   j.field("connection", o.load.close_after ? "close" : "keep-alive");
   j.field("browser_connections", o.load.browser_connections);

@@ -4,6 +4,7 @@
 #include "bench/loadgen/http_client.hpp"
 #include "bench/loadgen/loadgen.hpp"
 #include "web/server.hpp"
+#include "web/wire.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -92,8 +93,8 @@ void perform(const Endpoint &ep, Connection &conn, bool connect_first, bool clos
   rec.status = resp.status;
   rec.bytes = resp.body_bytes;
   rec.server = parse_server_timing(resp.header("server-timing"));
-  rec.executor = resp.header("x-overdrive-executor");
-  const std::string w = resp.header("x-overdrive-worker");
+  rec.executor = resp.header(wire::header::executor);
+  const std::string w = resp.header(wire::header::worker);
   int worker = -1;
   if (!w.empty() && std::from_chars(w.data(), w.data() + w.size(), worker).ec == std::errc{})
     rec.worker = worker;
