@@ -151,13 +151,17 @@ void BM_ScalingKernel(benchmark::State &state) {
   std::vector<double> im(n);
   for (int y = 0; y < n; ++y)
     im[static_cast<std::size_t>(y)] = v.im_at(y);
-  for (auto _ : state)
+  for (auto _ : state) {
     run_chunks(static_cast<int>(state.range(0)), n / band, [&](int c) {
       const auto off = static_cast<std::size_t>(c) * band * n;
       run_kernel_rows({v.re_at(0), v.pixel_size(), im.data() + c * band, band, n, 1000,
                        it.data() + off, mag.data() + off},
                       Precision::F64, Isa::Auto);
     });
+    benchmark::DoNotOptimize(it.data());
+    benchmark::DoNotOptimize(mag.data());
+    benchmark::ClobberMemory();
+  }
 }
 
 // A 4096^2 full-view image (1000 iterations) as `overdrive render` makes it: 16-row bands of
@@ -179,8 +183,12 @@ void BM_ScalingRender(benchmark::State &state, const char *kind) {
         return render_rows(req, row, row + 16, part);
       }));
     }
+    RenderStats stats;
     for (auto &f : bands)
-      f.get();
+      stats += f.get();
+    benchmark::DoNotOptimize(stats.iterations);
+    benchmark::DoNotOptimize(rgb.data());
+    benchmark::ClobberMemory();
   }
   ex->shutdown();
 }
