@@ -91,7 +91,7 @@ void bench_scene(benchmark::State &state, const Scene &s, F kernel, bool rows = 
 
 // This CPU's ceiling for the escape loop: 24 independent zmm FMAs per round, so only the FMA
 // ports' throughput limits it. One 8-lane iteration of the loop is 4 such instructions (see
-// render/kernel_simd.cpp), so the ceiling in iterations/s is FMA/s x 8 / 4. Plain asm on fixed
+// render/kernel_simd_asm.hpp), so the ceiling in iterations/s is FMA/s x 8 / 4. Plain asm on fixed
 // registers: this file is built without AVX-512 flags, and it runs only where the CPU has them.
 void fma_rounds(long rounds) {
   static const double init[2] = {1.0, 1e-9};
