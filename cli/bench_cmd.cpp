@@ -66,9 +66,12 @@ int run_bench_cmd(BenchArgs &a) {
 
   BenchOptions o;
   const auto scenario = parse_scenario(a.scenario);
-  if (!scenario)
-    return fail("unknown --scenario '" + a.scenario +
-                "' (valid: seed, burst, preconnect, browser, open)");
+  if (!scenario) {
+    std::string valid;
+    for (const auto &n : all_scenario_names())
+      valid += (valid.empty() ? "" : ", ") + n;
+    return fail("unknown --scenario '" + a.scenario + "' (valid: " + valid + ")");
+  }
   const bool seed = *scenario == Scenario::Seed;
   o.load.scenario = *scenario;
   o.load.requests = a.o_requests->count() ? a.requests : (seed ? 5 : 16);
@@ -219,7 +222,7 @@ void add_bench_command(CLI::App &app) {
   cmd->add_option("--scenario", a->scenario,
                   "seed (warm keep-alive + K-1 new connections), burst, preconnect, browser (6 "
                   "keep-alive connections), open (Poisson arrivals); default seed")
-      ->check(CLI::IsMember({"seed", "burst", "preconnect", "browser", "open"}));
+      ->check(CLI::IsMember(loadgen::all_scenario_names()));
   a->o_executors =
       cmd->add_option("--executors", a->executors,
                       "Comma-separated in-process executors (default " + a->executors + ")");

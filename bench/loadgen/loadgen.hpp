@@ -40,6 +40,8 @@ enum class Scenario { Seed, Burst, Preconnect, Browser, Open };
 std::string_view to_string(Scenario s) noexcept;
 /// nullopt for an unknown name.
 std::optional<Scenario> parse_scenario(std::string_view name) noexcept;
+/// Every scenario name, in a fixed order (CLI choices).
+std::vector<std::string> all_scenario_names();
 
 /// Which connection carried a request.
 enum class ConnKind { Warm, New, Preconnected, Reused };

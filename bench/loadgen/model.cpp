@@ -5,6 +5,7 @@
 #include "web/wire.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <cmath>
@@ -16,27 +17,34 @@
 
 namespace overdrive::loadgen {
 
+namespace {
+// The one list of scenario names: --scenario, its help text and the reports derive from it.
+constexpr std::array<std::pair<Scenario, std::string_view>, 5> scenario_names{{
+    {Scenario::Seed, "seed"},
+    {Scenario::Burst, "burst"},
+    {Scenario::Preconnect, "preconnect"},
+    {Scenario::Browser, "browser"},
+    {Scenario::Open, "open"},
+}};
+} // namespace
+
 std::string_view to_string(Scenario s) noexcept {
-  switch (s) {
-  case Scenario::Seed:
-    return "seed";
-  case Scenario::Burst:
-    return "burst";
-  case Scenario::Preconnect:
-    return "preconnect";
-  case Scenario::Browser:
-    return "browser";
-  case Scenario::Open:
-    return "open";
-  }
+  for (const auto &[value, name] : scenario_names)
+    if (value == s) return name;
   return "?";
 }
 
 std::optional<Scenario> parse_scenario(std::string_view name) noexcept {
-  for (Scenario s :
-       {Scenario::Seed, Scenario::Burst, Scenario::Preconnect, Scenario::Browser, Scenario::Open})
-    if (to_string(s) == name) return s;
+  for (const auto &[value, n] : scenario_names)
+    if (n == name) return value;
   return std::nullopt;
+}
+
+std::vector<std::string> all_scenario_names() {
+  std::vector<std::string> out;
+  for (const auto &[value, name] : scenario_names)
+    out.emplace_back(name);
+  return out;
 }
 
 std::string_view to_string(ConnKind k) noexcept {
