@@ -60,14 +60,15 @@ std::string reason_phrase(int status) {
 
 } // namespace
 
-const std::array<TileServer::Impl::Route, 6> TileServer::Impl::routes{{
+// The route table. Adding a route: a row here, its handler (declared in server_state.hpp), a test.
+const TileServer::Impl::Route TileServer::Impl::routes[] = {
     {"/", &Impl::handle_page},
     {"/healthz", &Impl::handle_healthz},
     {"/api/stats", &Impl::handle_stats},
     {"/api/trace", &Impl::handle_trace},
     {"/metrics", &Impl::handle_metrics},
     {"/tile/", &Impl::handle_tile},
-}};
+};
 
 TileServer::Impl::Impl(ServerOptions o)
     : opt(std::move(o)), io_meter(workers_of(opt)), inline_seats(workers_of(opt)) {
@@ -120,11 +121,11 @@ void TileServer::Impl::setup_routes() {
                                          : "HTTP/1.1 request without a Host header");
       return R::Handled;
     }
-    const auto route = std::find_if(routes.begin(), routes.end(), [&req](const Route &r) {
+    const auto route = std::find_if(std::begin(routes), std::end(routes), [&req](const Route &r) {
       return r.path.back() == '/' && r.path.size() > 1 ? req.path.rfind(r.path, 0) == 0
                                                        : req.path == r.path;
     });
-    if (route == routes.end()) return R::Unhandled; // 404 from the error handler
+    if (route == std::end(routes)) return R::Unhandled; // 404 from the error handler
     if (has_body) close_after(res);
     if (req.method != "GET" && req.method != "HEAD") {
       res.set_header("Allow", "GET, HEAD");

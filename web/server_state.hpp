@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -52,7 +53,7 @@ struct TileServer::Impl {
     Handler handle;
   };
   /// Every route the server answers (server.cpp); the dispatcher and the 404/405 logic read it.
-  static const std::array<Route, 6> routes;
+  static const Route routes[];
 
   ServerOptions opt;
   std::vector<std::unique_ptr<Executor>> executors; ///< Indexed by ExecutorKind.
