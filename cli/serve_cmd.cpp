@@ -103,6 +103,9 @@ void add_serve_command(CLI::App &app) {
                   "Tiles that may wait per executor before 429 Too Many Requests (0 = unlimited, "
                   "the default)")
       ->check(CLI::Range(0, 1000000));
+  cmd->add_option("--replica-id", o.replica_id,
+                  "Name of this replica in the X-Overdrive-Replica header and /api/stats "
+                  "(default host:port)");
   cmd->add_option("--work", args->work,
                   "Synthetic cost added to every tile: none, sleep:MS or spin:MS (CPU time)");
   cmd->add_flag("--split", o.split, "tbb: split each tile across all its workers");

@@ -210,3 +210,26 @@ TEST_CASE("Web.WorkSpecParses") {
   CHECK_FALSE(parse_work_spec("nap:5"));
   CHECK_FALSE(parse_work_spec("sleep"));
 }
+
+TEST_CASE("Web.EveryResponseNamesItsReplica" * doctest::timeout(60)) {
+  SUBCASE("default host:port") {
+    LoopbackServer s(small());
+    auto c = s.client();
+    for (const char *path : {"/tile/0/0/0.png?size=16&iter=8", "/healthz", "/no-such-path"}) {
+      auto r = c.Get(path);
+      REQUIRE(r);
+      CHECK_MESSAGE(r->get_header_value("X-Overdrive-Replica") ==
+                        "127.0.0.1:" + std::to_string(s.port),
+                    path);
+    }
+  }
+  SUBCASE("named") {
+    ServerOptions o = small();
+    o.replica_id = "r7";
+    LoopbackServer s(o);
+    auto r = s.client().Get("/api/stats");
+    REQUIRE(r);
+    CHECK(r->get_header_value("X-Overdrive-Replica") == "r7");
+    CHECK(r->body.find("\"replica\":\"r7\"") != std::string::npos);
+  }
+}

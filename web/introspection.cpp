@@ -108,6 +108,7 @@ std::string TileServer::Impl::stats_json() {
   j.open('{').field(k::now_ns, to_ns(Clock::now()));
   j.key(k::options)
       .open('{')
+      .field("replica", replica_id)
       .field("default_executor", to_string(opt.executor))
       .field("workers", workers_of(opt))
       .field("io_threads", opt.io_threads)

@@ -2,6 +2,7 @@
 // lifecycle. The other jobs live beside it (server_state.hpp lists them).
 #include "web/page.hpp"
 #include "web/server_state.hpp"
+#include "web/wire.hpp"
 
 #include <algorithm>
 #include <iostream>
@@ -62,12 +63,9 @@ std::string reason_phrase(int status) {
 
 // The route table. Adding a route: a row here, its handler (declared in server_state.hpp), a test.
 const TileServer::Impl::Route TileServer::Impl::routes[] = {
-    {"/", &Impl::handle_page},
-    {"/healthz", &Impl::handle_healthz},
-    {"/api/stats", &Impl::handle_stats},
-    {"/api/trace", &Impl::handle_trace},
-    {"/metrics", &Impl::handle_metrics},
-    {"/tile/", &Impl::handle_tile},
+    {"/", &Impl::handle_page},           {"/healthz", &Impl::handle_healthz},
+    {"/api/stats", &Impl::handle_stats}, {"/api/trace", &Impl::handle_trace},
+    {"/metrics", &Impl::handle_metrics}, {"/tile/", &Impl::handle_tile},
 };
 
 TileServer::Impl::Impl(ServerOptions o)
@@ -109,6 +107,7 @@ void TileServer::Impl::setup_routes() {
   // Every request goes through the route table; httplib's own router is not used.
   svr.set_pre_routing_handler([this](const httplib::Request &req, httplib::Response &res) {
     detail::log_note() = {};
+    res.set_header(std::string(wire::header::replica), replica_id);
     using R = httplib::Server::HandlerResponse;
     // A request we answer without reading its body leaves the body in the stream: close.
     const bool has_body =
@@ -274,6 +273,9 @@ int TileServer::start() {
     im.bound_port = im.opt.port;
   }
   im.svr.raise_backlog();
+  if (im.opt.replica_id.empty())
+    im.opt.replica_id = im.opt.host + ":" + std::to_string(im.bound_port);
+  im.replica_id = im.opt.replica_id;
   im.listener = std::thread([&im] { im.svr.listen_after_bind(); });
   return im.bound_port;
 }

@@ -84,6 +84,9 @@ struct ServerOptions {
   /// Connections that may wait for a free I/O thread; beyond it, 503 at once. 0 = unlimited.
   std::size_t io_queue_limit = 1024;
   bool access_log = true; ///< One line per request on stderr
+  /// Names this server in the X-Overdrive-Replica header of every response and in /api/stats,
+  /// so that clients behind a balancer can attribute tiles. Empty = "host:port".
+  std::string replica_id;
 };
 
 /// The HTTP tile server. Construct, start(), then wait() (or stop() from another thread).

@@ -66,6 +66,7 @@ struct TileServer::Impl {
   std::atomic<bool> shutting_down{false};
   std::once_flag stop_once;
   int bound_port = 0;
+  std::string replica_id; ///< Set once by start(), before any connection is served.
   std::mutex stop_mu;
   bool stopped = false;
   std::condition_variable stopped_cv;

@@ -20,6 +20,8 @@ inline constexpr std::string_view work = "work";     ///< the synthetic part of 
 namespace header {
 inline constexpr std::string_view executor = "X-Overdrive-Executor";
 inline constexpr std::string_view worker = "X-Overdrive-Worker";
+/// On every response: the replica that answered (ServerOptions::replica_id).
+inline constexpr std::string_view replica = "X-Overdrive-Replica";
 } // namespace header
 
 /// Keys of GET /api/stats: {"now_ns", "options":{...}, "io":{...}, "names":{"executors":[...],
