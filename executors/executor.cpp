@@ -9,6 +9,13 @@
 
 namespace overdrive {
 
+namespace detail {
+// One factory per backend, each defined in its own file (NAME_executor.cpp).
+std::unique_ptr<Executor> make_inline_executor(const ExecutorOptions &options);
+std::unique_ptr<Executor> make_thread_pool_executor(const ExecutorOptions &options);
+std::unique_ptr<Executor> make_tbb_arena_executor(const ExecutorOptions &options);
+} // namespace detail
+
 namespace {
 
 // The one list of backends. Row i has kind i (checked below); everything that names executors

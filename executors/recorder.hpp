@@ -93,8 +93,4 @@ protected:
   Recorder recorder_;
 };
 
-std::unique_ptr<Executor> make_inline_executor(const ExecutorOptions &options);
-std::unique_ptr<Executor> make_thread_pool_executor(const ExecutorOptions &options);
-std::unique_ptr<Executor> make_tbb_arena_executor(const ExecutorOptions &options);
-
 } // namespace overdrive::detail
