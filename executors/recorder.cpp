@@ -117,11 +117,11 @@ ExecutorStats Recorder::stats() const {
     s.busy_seconds.push_back(static_cast<double>(ns) * 1e-9);
   }
   for (const auto ns : cpu_ns_)
-    s.cpu_seconds.push_back(static_cast<double>(ns) * 1e-9);
+    s.cpu_seconds.push_back(static_cast<double>(ns) / 1e9);
   if (!runq_absent_) {
     s.runq_seconds.emplace();
     for (const auto ns : runq_ns_)
-      s.runq_seconds->push_back(static_cast<double>(ns) * 1e-9);
+      s.runq_seconds->push_back(static_cast<double>(ns) / 1e9);
   }
   s.idle_while_waiting_seconds =
       idle_waiting_core_seconds_ + seconds(now - last_change_) * waiting_on_idle_locked();
