@@ -5,7 +5,11 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <ctime>
+#include <fcntl.h>
 #include <thread>
+#include <unistd.h>
 
 namespace overdrive {
 
@@ -80,6 +84,91 @@ std::vector<std::string> all_executor_names() {
   for (const ExecutorInfo &info : kRegistry)
     names.emplace_back(info.name);
   return names;
+}
+
+namespace {
+
+// Each thread keeps its own /proc/thread-self/schedstat open: the path names the opening thread,
+// so the descriptor goes on reading that thread's counters, with one pread per sample.
+class SchedstatFile {
+public:
+  SchedstatFile() noexcept {
+    do
+      fd_ = ::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+    while (fd_ < 0 && errno == EINTR);
+  }
+  ~SchedstatFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  SchedstatFile(const SchedstatFile &) = delete;
+  SchedstatFile &operator=(const SchedstatFile &) = delete;
+
+  /// The second field ("run_delay": ns spent runnable on a run queue), or nullopt.
+  std::optional<std::int64_t> run_delay_ns() const noexcept {
+    if (fd_ < 0) return std::nullopt;
+    char buf[96];
+    ssize_t n;
+    do
+      n = ::pread(fd_, buf, sizeof buf, 0);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0) return std::nullopt;
+    // "<cpu ns> <run_delay ns> <timeslices>\n"
+    std::size_t i = 0;
+    const auto end = static_cast<std::size_t>(n);
+    auto field = [&]() -> std::optional<std::int64_t> {
+      while (i < end && buf[i] == ' ')
+        ++i;
+      if (i >= end || buf[i] < '0' || buf[i] > '9') return std::nullopt;
+      std::int64_t v = 0;
+      for (; i < end && buf[i] >= '0' && buf[i] <= '9'; ++i)
+        v = v * 10 + (buf[i] - '0');
+      return v;
+    };
+    if (!field()) return std::nullopt;
+    return field();
+  }
+
+private:
+  int fd_ = -1;
+};
+
+} // namespace
+
+CpuTimes this_thread_cpu_times() noexcept {
+  thread_local const SchedstatFile schedstat;
+  CpuTimes t;
+  timespec ts{};
+  if (::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
+    t.cpu_ns = static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  t.runq_ns = schedstat.run_delay_ns();
+  return t;
+}
+
+CpuTimes JobContext::cpu_times() const noexcept {
+  CpuTimes helpers;
+  {
+    std::lock_guard lock(helpers_mutex_);
+    helpers = helpers_;
+  }
+  return (this_thread_cpu_times() - owner_start_) + helpers;
+}
+
+void JobContext::run_chunk(int a, int b, const RowBody &body) const {
+  if (std::this_thread::get_id() == owner_) {
+    body(a, b);
+    return;
+  }
+  // Counted also when body throws: the time was spent.
+  struct Account {
+    const JobContext &ctx;
+    CpuTimes start = this_thread_cpu_times();
+    ~Account() {
+      const CpuTimes used = this_thread_cpu_times() - start;
+      std::lock_guard lock(ctx.helpers_mutex_);
+      ctx.helpers_ = ctx.helpers_ + used;
+    }
+  } account{*this};
+  body(a, b);
 }
 
 std::string_view to_string(JobOutcome outcome) noexcept {

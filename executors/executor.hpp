@@ -9,11 +9,13 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -30,6 +32,35 @@ inline std::int64_t to_ns(Clock::time_point t) noexcept {
 }
 
 enum class ExecutorKind { Inline, Tbb, Pool };
+
+/// Where a thread's (or a job's) wall time went besides waiting on locks or I/O: running on a
+/// core, or runnable but waiting for one (the cores were busy elsewhere).
+struct CpuTimes {
+  std::int64_t cpu_ns = 0; ///< On a core (CLOCK_THREAD_CPUTIME_ID).
+  /// Runnable, waiting on a run queue for a core: the second field of Linux's
+  /// /proc/thread-self/schedstat. nullopt where the kernel does not offer it (never 0 for
+  /// "unknown").
+  std::optional<std::int64_t> runq_ns;
+
+  /// Differences (a - b); runq is absent if either side lacks it.
+  friend CpuTimes operator-(const CpuTimes &a, const CpuTimes &b) noexcept {
+    CpuTimes d;
+    d.cpu_ns = a.cpu_ns - b.cpu_ns;
+    if (a.runq_ns && b.runq_ns) d.runq_ns = *a.runq_ns - *b.runq_ns;
+    return d;
+  }
+  /// Sums; runq is absent if either side lacks it.
+  friend CpuTimes operator+(const CpuTimes &a, const CpuTimes &b) noexcept {
+    CpuTimes s;
+    s.cpu_ns = a.cpu_ns + b.cpu_ns;
+    if (a.runq_ns && b.runq_ns) s.runq_ns = *a.runq_ns + *b.runq_ns;
+    return s;
+  }
+};
+
+/// The calling thread's CPU time and run-queue wait since it started. Costs a clock_gettime and,
+/// after the thread's first call, one pread of its own schedstat file.
+CpuTimes this_thread_cpu_times() noexcept;
 
 struct ExecutorOptions;
 class Executor;
@@ -76,7 +107,8 @@ public:
   using std::invalid_argument::invalid_argument;
 };
 
-/// What a running job knows about itself.
+/// What a running job knows about itself. Made by the backend on the thread that runs the job,
+/// just before it runs (that is when the job's CPU accounting starts).
 class JobContext {
 public:
   using RowBody = std::function<void(int begin, int end)>;
@@ -84,7 +116,10 @@ public:
 
   JobContext(int worker, Clock::time_point submitted, Clock::time_point started,
              const Splitter *splitter = nullptr) noexcept
-      : worker_(worker), submitted_(submitted), started_(started), splitter_(splitter) {}
+      : worker_(worker), submitted_(submitted), started_(started), splitter_(splitter),
+        owner_(std::this_thread::get_id()), owner_start_(this_thread_cpu_times()) {}
+  JobContext(const JobContext &) = delete;
+  JobContext &operator=(const JobContext &) = delete;
 
   /// Index of the worker running the job, in [0, workers).
   int worker() const noexcept { return worker_; }
@@ -94,10 +129,15 @@ public:
   /// workers (tbb with split); otherwise body(begin, end) on this thread. Blocks until done.
   void for_rows(int begin, int end, const RowBody &body) const {
     if (splitter_ && *splitter_)
-      (*splitter_)(begin, end, body);
+      (*splitter_)(begin, end, [this, &body](int a, int b) { run_chunk(a, b, body); });
     else if (begin < end)
       body(begin, end);
   }
+  /// CPU time and run-queue wait of this job so far, summed over threads: the thread running the
+  /// job (since this context was made) plus, with split, each other thread while it ran one of
+  /// the job's row chunks. So with split cpu_ns may exceed the wall time. Call it on the job's
+  /// own thread.
+  CpuTimes cpu_times() const noexcept;
   /// Marks the job as failed (recorded in the trace), e.g. when it caught an exception.
   void mark_failed() const noexcept { failed_ = true; }
   /// Marks the job as cancelled (it gave up before doing its work, e.g. the client left).
@@ -106,9 +146,16 @@ public:
   bool cancelled() const noexcept { return cancelled_; }
 
 private:
+  /// body(a, b); on a thread other than the job's, its CPU times are added to helpers_.
+  void run_chunk(int a, int b, const RowBody &body) const;
+
   int worker_;
   Clock::time_point submitted_, started_;
   const Splitter *splitter_;
+  std::thread::id owner_;
+  CpuTimes owner_start_;
+  mutable std::mutex helpers_mutex_;
+  mutable CpuTimes helpers_{0, 0}; ///< Chunks run on other threads (guarded by helpers_mutex_)
   mutable bool failed_ = false;
   mutable bool cancelled_ = false;
 };
@@ -127,6 +174,11 @@ struct JobEvent {
   int worker = -1;
   std::int64_t submit_ns = 0, start_ns = 0, end_ns = 0;
   JobOutcome outcome = JobOutcome::Done;
+  /// Where the job's wall time (end - start) went, as JobContext::cpu_times() at its end: CPU
+  /// time and run-queue wait, summed over the threads it ran on (with split, the worker's thread
+  /// plus others while running its row chunks). 0 / nullopt for a refused job.
+  std::int64_t cpu_ns = 0;
+  std::optional<std::int64_t> runq_ns; ///< nullopt where the kernel does not report it
 };
 
 /// Cumulative counters and the current state of an executor.
@@ -142,6 +194,12 @@ struct ExecutorStats {
   std::uint64_t failed = 0;         ///< Accepted jobs that threw.
   std::uint64_t cancelled = 0;      ///< Accepted jobs that gave up before their work.
   std::vector<double> busy_seconds; ///< Per worker, since start.
+  /// Per worker: CPU time of its finished jobs (JobEvent::cpu_ns summed; split jobs' helper
+  /// threads are counted on the job's worker).
+  std::vector<double> cpu_seconds;
+  /// Per worker: run-queue wait of its finished jobs (JobEvent::runq_ns summed). nullopt where the
+  /// kernel does not report it.
+  std::optional<std::vector<double>> runq_seconds;
   /// Core-seconds during which a job was queued while a worker was idle: the integral over time
   /// of min(queued, idle workers). ~0 means the "every worker busy or nobody waiting" invariant
   /// held.

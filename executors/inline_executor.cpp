@@ -46,8 +46,9 @@ public:
     }
     const JobContext ctx(slot, submitted, started);
     const auto outcome = run_job(job, ctx);
+    const CpuTimes used = ctx.cpu_times();
     job = nullptr;
-    recorder_.on_finish(slot, std::move(label), submitted, started, outcome);
+    recorder_.on_finish(slot, std::move(label), submitted, started, outcome, used);
     {
       std::lock_guard lock(mutex_);
       free_slots_.push_back(slot);

@@ -27,7 +27,9 @@ Recorder::Recorder(std::string name, int workers, std::size_t queue_limit,
                    std::size_t trace_capacity)
     : name_(std::move(name)), workers_(workers), queue_limit_(queue_limit),
       busy_ns_(static_cast<std::size_t>(workers), 0),
-      open_since_ns_(static_cast<std::size_t>(workers), 0), ring_(trace_capacity),
+      open_since_ns_(static_cast<std::size_t>(workers), 0),
+      cpu_ns_(static_cast<std::size_t>(workers), 0), runq_ns_(static_cast<std::size_t>(workers), 0),
+      runq_absent_(!this_thread_cpu_times().runq_ns), ring_(trace_capacity),
       last_change_(Clock::now()) {}
 
 bool Recorder::try_admit(std::string &label, Clock::time_point &submitted) {
@@ -65,7 +67,7 @@ Clock::time_point Recorder::on_start(int worker) {
 }
 
 void Recorder::on_finish(int worker, std::string label, Clock::time_point submitted,
-                         Clock::time_point started, JobOutcome outcome) {
+                         Clock::time_point started, JobOutcome outcome, const CpuTimes &used) {
   std::lock_guard lock(mutex_);
   const auto now = Clock::now();
   advance_locked(now);
@@ -73,6 +75,11 @@ void Recorder::on_finish(int worker, std::string label, Clock::time_point submit
   const auto w = index(worker);
   busy_ns_[w] += to_ns(now) - to_ns(started);
   open_since_ns_[w] = 0;
+  cpu_ns_[w] += used.cpu_ns;
+  if (used.runq_ns)
+    runq_ns_[w] += *used.runq_ns;
+  else
+    runq_absent_ = true;
   switch (outcome) {
   case JobOutcome::Done:
     ++completed_;
@@ -86,7 +93,7 @@ void Recorder::on_finish(int worker, std::string label, Clock::time_point submit
   case JobOutcome::Refused:
     break; // not an outcome of a job that ran
   }
-  push_locked(label, worker, to_ns(submitted), to_ns(started), to_ns(now), outcome);
+  push_locked(label, worker, to_ns(submitted), to_ns(started), to_ns(now), outcome, used);
 }
 
 ExecutorStats Recorder::stats() const {
@@ -108,6 +115,13 @@ ExecutorStats Recorder::stats() const {
     auto ns = busy_ns_[w];
     if (open_since_ns_[w] != 0) ns += to_ns(now) - open_since_ns_[w];
     s.busy_seconds.push_back(static_cast<double>(ns) * 1e-9);
+  }
+  for (const auto ns : cpu_ns_)
+    s.cpu_seconds.push_back(static_cast<double>(ns) / 1e9);
+  if (!runq_absent_) {
+    s.runq_seconds.emplace();
+    for (const auto ns : runq_ns_)
+      s.runq_seconds->push_back(static_cast<double>(ns) / 1e9);
   }
   s.idle_while_waiting_seconds =
       idle_waiting_core_seconds_ + seconds(now - last_change_) * waiting_on_idle_locked();
@@ -154,11 +168,12 @@ void Recorder::admit_locked(Clock::time_point now) noexcept {
 
 void Recorder::refuse_locked(std::string &label, Clock::time_point now) {
   ++refused_;
-  push_locked(label, -1, to_ns(now), 0, 0, JobOutcome::Refused);
+  push_locked(label, -1, to_ns(now), 0, 0, JobOutcome::Refused, CpuTimes{0, std::nullopt});
 }
 
 void Recorder::push_locked(std::string &label, int worker, std::int64_t submit_ns,
-                           std::int64_t start_ns, std::int64_t end_ns, JobOutcome outcome) {
+                           std::int64_t start_ns, std::int64_t end_ns, JobOutcome outcome,
+                           const CpuTimes &used) {
   const auto seq = ++last_seq_;
   if (ring_.empty()) return;
   auto &e = ring_[static_cast<std::size_t>((seq - 1) % ring_.size())];
@@ -169,6 +184,8 @@ void Recorder::push_locked(std::string &label, int worker, std::int64_t submit_n
   e.start_ns = start_ns;
   e.end_ns = end_ns;
   e.outcome = outcome;
+  e.cpu_ns = used.cpu_ns;
+  e.runq_ns = used.runq_ns;
 }
 
 } // namespace overdrive::detail

@@ -39,9 +39,10 @@ public:
   void refuse(std::string label);
   /// A queued job starts on `worker` (in [0, workers)); returns its start time.
   Clock::time_point on_start(int worker);
-  /// A job that started on `worker` at `started` finished with `outcome`.
+  /// A job that started on `worker` at `started` finished with `outcome`, having used `used`
+  /// (its JobContext::cpu_times() at the end; nothing for a job that never ran).
   void on_finish(int worker, std::string label, Clock::time_point submitted,
-                 Clock::time_point started, JobOutcome outcome);
+                 Clock::time_point started, JobOutcome outcome, const CpuTimes &used = {0, 0});
 
   /// Snapshot of the counters; still-open intervals (running jobs, the current idle-while-
   /// waiting state) are included up to now.
@@ -59,7 +60,7 @@ private:
   void admit_locked(Clock::time_point now) noexcept;
   void refuse_locked(std::string &label, Clock::time_point now);
   void push_locked(std::string &label, int worker, std::int64_t submit_ns, std::int64_t start_ns,
-                   std::int64_t end_ns, JobOutcome outcome);
+                   std::int64_t end_ns, JobOutcome outcome, const CpuTimes &used);
 
   const std::string name_;
   const int workers_;
@@ -70,6 +71,9 @@ private:
   std::uint64_t accepted_ = 0, refused_ = 0, completed_ = 0, failed_ = 0, cancelled_ = 0;
   std::vector<std::int64_t> busy_ns_;       // finished jobs, per worker
   std::vector<std::int64_t> open_since_ns_; // start of the running job per worker, 0 = idle
+  std::vector<std::int64_t> cpu_ns_;        // finished jobs, per worker
+  std::vector<std::int64_t> runq_ns_;       // finished jobs, per worker
+  bool runq_absent_ = false;                // some finished job had no run-queue figure
   std::vector<JobEvent> ring_;              // event seq s lives at (s - 1) % size
   std::uint64_t last_seq_ = 0;
   double idle_waiting_core_seconds_ = 0.0; // closed intervals only

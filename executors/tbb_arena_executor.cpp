@@ -172,8 +172,9 @@ private:
     const auto started = recorder_.on_start(worker);
     const JobContext ctx(worker, task.submitted, started, splitter_ ? &splitter_ : nullptr);
     const auto outcome = run_job(task.job, ctx);
+    const CpuTimes used = ctx.cpu_times();
     task.job = nullptr;
-    recorder_.on_finish(worker, std::move(task.label), task.submitted, started, outcome);
+    recorder_.on_finish(worker, std::move(task.label), task.submitted, started, outcome, used);
   }
 
   void finished() {

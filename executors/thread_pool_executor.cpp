@@ -78,8 +78,9 @@ private:
       }
       const JobContext ctx(worker, task.submitted, started);
       const auto outcome = run_job(task.job, ctx);
+      const CpuTimes used = ctx.cpu_times();
       task.job = nullptr; // release the job's captures before it is reported finished
-      recorder_.on_finish(worker, std::move(task.label), task.submitted, started, outcome);
+      recorder_.on_finish(worker, std::move(task.label), task.submitted, started, outcome, used);
     }
   }
 

@@ -132,12 +132,17 @@ TEST_CASE("Bench.PoissonArrivals") {
 TEST_CASE("Bench.ServerTimingParses") {
   const auto t = parse_server_timing(
       "io;dur=1.500;desc=\"waiting for an I/O thread\", queue;dur=2.000, render;dur=2003.250, "
-      "encode;dur=4.000, work;dur=2000.000;desc=\"synthetic sleep:2000 (part of render, x)\"");
+      "encode;dur=4.000, work;dur=2000.000;desc=\"synthetic sleep:2000 (part of render, x)\", "
+      "cpu;dur=2.500;desc=\"CPU time of render\", runq;dur=0.750");
   CHECK(*t.io == 1.5);
   CHECK(*t.queue == 2.0);
   CHECK(*t.render == 2003.25);
   CHECK(*t.encode == 4.0);
   CHECK(*t.work == 2000.0);
+  CHECK(*t.cpu == 2.5);
+  CHECK(*t.runq == 0.75);
+  // A server whose kernel does not report run-queue wait leaves runq out: absent, not 0.
+  CHECK_FALSE(parse_server_timing("render;dur=3, cpu;dur=2").runq);
   const auto foreign = parse_server_timing("db;dur=53, app;dur=47.2, cache;desc=\"Cache Read\"");
   CHECK_FALSE(foreign.render);
   CHECK_FALSE(foreign.queue);
@@ -479,6 +484,10 @@ TEST_CASE("Bench.JsonTableAndSvg") {
   run.requests = {done_request(0, 105, 100, 2), done_request(1, 210, 100, 2)};
   run.requests[0].connection = ConnKind::Warm;
   run.requests[1].server.queue = 100;
+  run.requests[0].server.cpu = 40;
+  run.requests[0].server.runq = 50;
+  run.requests[1].server.cpu = 90;
+  run.requests[1].server.runq = 5;
   run.idle_executor_s = 0.0;
   run.idle_io_s = 0.5;
   analyze_run(run, Scenario::Seed, calibrated_model(1, 102), 0);
@@ -515,6 +524,7 @@ TEST_CASE("Bench.JsonTableAndSvg") {
                             "\"render_ms\":100.000",
                             "\"encode_ms\":2.000",
                             "\"work_ms\":null",
+                            "\"cpu_ms\":40.000,\"runq_ms\":50.000",
                             "\"ideal_ms\":102.000",
                             "\"connect_start_ms\":null",
                             "\"p99_ms\":null"})
@@ -531,6 +541,14 @@ TEST_CASE("Bench.JsonTableAndSvg") {
   CHECK(table.find("1x105 1x210") != std::string::npos);
   CHECK(table.find("calibration (serial, idle server): 3 samples") != std::string::npos);
   CHECK(table.find("2/2") != std::string::npos);
+  // Where render went, over both tiles: 200 = 130 on a core + 55 waiting for one + 15 other.
+  CHECK_MESSAGE(table.find("render 200.0 ms over 2 tiles = cpu 130.0 ms (65%) + runq 55.0 ms "
+                           "(28%) (waiting for a core) + other 15.0 ms") != std::string::npos,
+                table);
+  // One tile without a run-queue figure: the sum is unknown, not a smaller number.
+  rep.executors[0].runs[0].requests[1].server.runq.reset();
+  CHECK(render_split_line(rep.executors[0]).find("runq - (not reported)") != std::string::npos);
+  CHECK(to_json(rep).find("\"cpu_ms\":90.000,\"runq_ms\":null") != std::string::npos);
 
   const std::string svg = to_svg(rep);
   CHECK(svg.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0) == 0);
@@ -569,6 +587,9 @@ TEST_CASE("Bench.ScenarioConnections" * doctest::timeout(120)) {
       CHECK(*q.done_ms >= *q.first_byte_ms);
       CHECK(q.server.queue);
       CHECK(*q.server.render >= 20.0);
+      REQUIRE(q.server.cpu);
+      CHECK(*q.server.cpu <= *q.server.render + 0.01);
+      CHECK(q.server.runq.has_value() == this_thread_cpu_times().runq_ns.has_value());
       CHECK(q.executor == "pool");
       CHECK(q.worker >= 0);
       CHECK(q.bytes > 8);

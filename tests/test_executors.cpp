@@ -1,7 +1,9 @@
 // Executors: the contract every backend shares (exactly-once, admission, draining shutdown, the
-// N cap, outcomes, traces, stats), the recorder's idle-while-waiting integral, and tbb's split.
-// States are built with gates and arrival counters, never sleeps; every wait is bounded.
+// N cap, outcomes, traces, stats), the recorder's idle-while-waiting integral, tbb's split, and
+// each job's CPU time and run-queue wait. States are built with gates and arrival counters,
+// never sleeps; every wait is bounded.
 #include "common/latch_job.hpp"
+#include "common/skip.hpp"
 #include "executors/executor.hpp"
 #include "executors/recorder.hpp"
 
@@ -9,6 +11,7 @@
 #include <atomic>
 #include <doctest/doctest.h>
 #include <mutex>
+#include <sched.h>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -614,7 +617,7 @@ TEST_CASE("Executor.SplitSpreadsRowsOverWorkers.tbb" * doctest::timeout(60)) {
 // The integral itself, driven directly: two jobs wait with two idle workers (rate 2), then one
 // starts (rate 1), then both run (rate 0). Sleeps give lower bounds only, which cannot flake.
 TEST_CASE("Recorder.IdleWhileWaitingIntegrates") {
-  detail::Recorder recorder("test", 2, 0, 16);
+  overdrive::detail::Recorder recorder("test", 2, 0, 16);
   const auto s1 = recorder.admit();
   const auto s2 = recorder.admit();
   std::this_thread::sleep_for(20ms);
@@ -632,4 +635,233 @@ TEST_CASE("Recorder.IdleWhileWaitingIntegrates") {
   CHECK(stats.completed == 2);
   CHECK(stats.busy_seconds[0] >= 0.02 * 0.99);
   CHECK(stats.last_seq == 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU time and run-queue wait per job.
+
+namespace {
+
+using std::chrono::nanoseconds;
+
+std::int64_t ns_of(Clock::duration d) {
+  return std::chrono::duration_cast<nanoseconds>(d).count();
+}
+
+double ms_of(std::int64_t ns) {
+  return static_cast<double>(ns) / 1e6;
+}
+double seconds_of(std::int64_t ns) {
+  return static_cast<double>(ns) / 1e9;
+}
+
+/// Spins until this thread has used `cpu` of CPU time, or `limit` of wall time has passed.
+void burn_cpu(nanoseconds cpu, nanoseconds limit) {
+  const auto start = this_thread_cpu_times().cpu_ns;
+  const auto deadline = Clock::now() + limit;
+  volatile std::uint64_t sink = 0;
+  while (this_thread_cpu_times().cpu_ns - start < cpu.count() && Clock::now() < deadline)
+    for (int i = 0; i < 10000; ++i)
+      sink = sink + static_cast<std::uint64_t>(i);
+}
+
+/// The lowest-numbered CPU this process may run on, or -1.
+int first_allowed_cpu() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) return c;
+  return -1;
+}
+
+/// Pins the calling thread (pid 0 = the caller, on Linux) to one CPU.
+bool pin_this_thread(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return sched_setaffinity(0, sizeof set, &set) == 0;
+}
+
+/// A thread spinning on one CPU until destroyed.
+class CpuHog {
+public:
+  explicit CpuHog(int cpu)
+      : thread_([this, cpu] {
+          pinned_ = pin_this_thread(cpu);
+          running_.arrive();
+          volatile std::uint64_t sink = 0;
+          while (!stop_.load(std::memory_order_relaxed))
+            sink = sink + 1;
+        }) {}
+  ~CpuHog() {
+    stop_ = true;
+    thread_.join();
+  }
+  CpuHog(const CpuHog &) = delete;
+  CpuHog &operator=(const CpuHog &) = delete;
+  /// Waits (bounded) until the hog spins; whether it is pinned.
+  bool started() { return running_.wait_for(1) && pinned_; }
+
+private:
+  std::atomic<bool> stop_{false}, pinned_{false};
+  Arrivals running_;
+  std::thread thread_;
+};
+
+/// One ~200 ms CPU-bound job on a pool worker that pins itself to `cpu`; its trace event.
+JobEvent run_pinned_cpu_job(int cpu) {
+  auto ex = make(ExecutorKind::Pool, 1);
+  std::atomic<bool> pinned{false};
+  auto done = submit_task(
+      *ex,
+      [&](const JobContext &) {
+        pinned = pin_this_thread(cpu);
+        burn_cpu(200ms, 5s); // 5 s: a bound, not an expectation (~400 ms beside the hog)
+      },
+      "burn");
+  REQUIRE(done);
+  done->get();
+  ex->shutdown();
+  REQUIRE(pinned);
+  const auto events = ex->trace_since(0);
+  REQUIRE(events.size() == 1);
+  return events.front();
+}
+
+} // namespace
+
+TEST_CASE("Executor.ThreadCpuTimesAdvance") {
+  const CpuTimes before = this_thread_cpu_times();
+  burn_cpu(20ms, 5s);
+  const CpuTimes used = this_thread_cpu_times() - before;
+  CHECK(used.cpu_ns >= ns_of(19ms));
+  if (used.runq_ns) CHECK(*used.runq_ns >= 0);
+  // Absent stays absent: a sum or difference with an unknown run-queue figure is unknown.
+  CHECK_FALSE((used - CpuTimes{0, std::nullopt}).runq_ns);
+  CHECK_FALSE((CpuTimes{0, std::nullopt} + used).runq_ns);
+}
+
+// Every backend reports a job's CPU time in its event and in the per-worker stats, and a
+// run-queue figure exactly when the kernel offers one (absent, never 0, otherwise).
+void reports_cpu_times(ExecutorKind kind) {
+  auto ex = make(kind, 2);
+  auto done = submit_task(
+      *ex, [](const JobContext &) { burn_cpu(30ms, 5s); }, "burn");
+  REQUIRE(done);
+  done->get();
+  ex->shutdown();
+  const auto events = ex->trace_since(0);
+  REQUIRE(events.size() == 1);
+  const JobEvent &e = events.front();
+  CHECK(e.cpu_ns >= ns_of(29ms));
+  CHECK(e.cpu_ns <= e.end_ns - e.start_ns); // one thread cannot run longer than the job's wall
+  const bool kernel_reports = this_thread_cpu_times().runq_ns.has_value();
+  CHECK(e.runq_ns.has_value() == kernel_reports);
+  if (e.runq_ns) CHECK(*e.runq_ns <= e.end_ns - e.start_ns);
+  const ExecutorStats s = ex->stats();
+  REQUIRE(s.cpu_seconds.size() == 2);
+  CHECK(s.cpu_seconds[static_cast<std::size_t>(e.worker)] == doctest::Approx(seconds_of(e.cpu_ns)));
+  CHECK(s.runq_seconds.has_value() == kernel_reports);
+  if (s.runq_seconds) {
+    REQUIRE(s.runq_seconds->size() == 2);
+    CHECK((*s.runq_seconds)[static_cast<std::size_t>(e.worker)] ==
+          doctest::Approx(seconds_of(*e.runq_ns)));
+  }
+}
+TEST_CASE("Executor.ReportsCpuTimes.inline" * doctest::timeout(60)) {
+  reports_cpu_times(ExecutorKind::Inline);
+}
+TEST_CASE("Executor.ReportsCpuTimes.tbb" * doctest::timeout(60)) {
+  reports_cpu_times(ExecutorKind::Tbb);
+}
+TEST_CASE("Executor.ReportsCpuTimes.pool" * doctest::timeout(60)) {
+  reports_cpu_times(ExecutorKind::Pool);
+}
+
+// With split, a job's CPU time counts the row chunks other threads ran for it. Chunks wait
+// (bounded) until two threads have taken rows, so the rows really are spread.
+TEST_CASE("Executor.SplitJobCpuCountsEveryThread.tbb" * doctest::timeout(60)) {
+  constexpr int kRows = 16;
+  auto ex = make(ExecutorKind::Tbb, 2, 0, 4096, /*split=*/true);
+  std::mutex mutex;
+  std::set<std::thread::id> threads;
+  std::int64_t burned_elsewhere = 0; // CPU spent in chunks on threads other than the job's
+  Arrivals second_thread;
+  std::atomic<bool> gave_up{false};
+  auto done = submit_task(*ex, [&](const JobContext &ctx) {
+    const auto owner = std::this_thread::get_id();
+    ctx.for_rows(0, kRows, [&](int begin, int end) {
+      {
+        std::lock_guard lock(mutex);
+        threads.insert(std::this_thread::get_id());
+        if (threads.size() == 2) second_thread.arrive();
+      }
+      if (!gave_up && !second_thread.wait_for(1)) gave_up = true;
+      const auto c0 = this_thread_cpu_times().cpu_ns;
+      burn_cpu(std::chrono::milliseconds(end - begin), 5s);
+      const auto used = this_thread_cpu_times().cpu_ns - c0;
+      if (std::this_thread::get_id() != owner) {
+        std::lock_guard lock(mutex);
+        burned_elsewhere += used;
+      }
+    });
+  });
+  REQUIRE(done);
+  done->get();
+  ex->shutdown();
+  REQUIRE(threads.size() >= 2);
+  CHECK(burned_elsewhere > 0);
+  const auto events = ex->trace_since(0);
+  REQUIRE(events.size() == 1);
+  // The owner burned the rest of the kRows ms itself; the job's total counts both.
+  CHECK(events.front().cpu_ns >= ns_of(std::chrono::milliseconds(kRows)) * 95 / 100);
+  CHECK(events.front().cpu_ns >= burned_elsewhere);
+}
+
+// The point of the run-queue figure: a CPU-bound job sharing its core with a hog spends a large
+// part of its wall time runnable but not running, and the figure shows it; a job that had its
+// core to itself shows almost none. Both the worker (from inside the job) and the hog are
+// pinned to the same CPU. On a loaded machine other processes may take that CPU too: the "alone"
+// run then did not have its core (cpu < 90% of wall) and only the bound runq <= wall - cpu is
+// checked for it, while the competing run only waits more.
+TEST_CASE("Executor.RunQueueWaitShowsCompetition" * doctest::timeout(120)) {
+  if (!this_thread_cpu_times().runq_ns) {
+    MESSAGE("no /proc/thread-self/schedstat: run-queue wait is not reported here");
+    skip_test_case("the kernel does not report run-queue wait (/proc/thread-self/schedstat)");
+    return;
+  }
+  const int cpu = first_allowed_cpu();
+  REQUIRE(cpu >= 0);
+  auto share = [](const JobEvent &e) {
+    return static_cast<double>(e.runq_ns.value_or(0)) /
+           static_cast<double>(std::max<std::int64_t>(1, e.end_ns - e.start_ns));
+  };
+
+  JobEvent competing;
+  {
+    CpuHog hog(cpu);
+    REQUIRE(hog.started());
+    competing = run_pinned_cpu_job(cpu);
+  }
+  JobEvent alone = run_pinned_cpu_job(cpu);
+
+  for (const JobEvent *e : {&competing, &alone}) {
+    const auto wall = e->end_ns - e->start_ns;
+    MESSAGE(std::string(e == &competing ? "competing" : "alone")
+            << ": wall " << ms_of(wall) << " ms, cpu " << ms_of(e->cpu_ns) << " ms, runq "
+            << ms_of(e->runq_ns.value_or(-1)) << " ms");
+    REQUIRE(e->runq_ns);
+    CHECK(e->cpu_ns >= ns_of(190ms)); // it burned its 200 ms (the 5 s bound did not cut it)
+    CHECK(*e->runq_ns <= wall);
+  }
+  CHECK(share(competing) > 0.30);
+  const auto alone_wall = alone.end_ns - alone.start_ns;
+  if (alone.cpu_ns >= alone_wall * 9 / 10) {
+    CHECK(share(alone) < 0.10);
+  } else {
+    MESSAGE("the machine took CPU " << cpu
+                                    << " from the lone job too; checking runq <= wall - cpu");
+    CHECK(*alone.runq_ns <= alone_wall - alone.cpu_ns + ns_of(5ms));
+  }
 }

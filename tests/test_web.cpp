@@ -1,10 +1,14 @@
 // The tile server over real HTTP on loopback: routes, headers, errors, admission, shutdown.
 #include "common/loopback_server.hpp"
 #include "common/stb_decode.hpp"
+#include "web/wire.hpp"
 
+#include <cstdlib>
 #include <doctest/doctest.h>
 #include <future>
+#include <optional>
 #include <string>
+#include <string_view>
 
 using namespace overdrive;
 using overdrive::test::eventually;
@@ -21,6 +25,15 @@ ServerOptions small(int workers = 2) {
   o.workers = workers;
   o.io_threads = 16;
   return o;
+}
+
+/// The dur of one Server-Timing metric (ms), or nullopt if the header lacks it.
+std::optional<double> timing_ms(const std::string &header, std::string_view name) {
+  const std::string key = std::string(name) + ";dur=";
+  for (std::size_t at = header.find(key); at != std::string::npos; at = header.find(key, at + 1))
+    if (at == 0 || header[at - 1] == ' ' || header[at - 1] == ',')
+      return std::strtod(header.c_str() + at + key.size(), nullptr);
+  return std::nullopt;
 }
 
 } // namespace
@@ -42,6 +55,39 @@ TEST_CASE("Web.TileIsAPngWithServerTiming" * doctest::timeout(60)) {
   const auto d = test::decode_png(bytes(res->body));
   CHECK(d.width == 64);
   CHECK(d.height == 64);
+}
+
+// cpu and runq are parts of render: CPU time cannot exceed render's wall time on one thread (the
+// server does not split here), and a synthetic sleep is in render but not in cpu. runq is there
+// exactly when the kernel reports it (absent, never 0, otherwise).
+TEST_CASE("Web.TileServerTimingHasCpuAndRunq" * doctest::timeout(60)) {
+  ServerOptions o = small();
+  o.work = {WorkSpec::Kind::Sleep, 40};
+  LoopbackServer s(o);
+  auto c = s.client();
+  const bool kernel_reports = this_thread_cpu_times().runq_ns.has_value();
+  for (const char *ex : {"inline", "tbb", "pool"}) {
+    CAPTURE(ex);
+    auto res = c.Get(std::string("/tile/2/1/1.png?iter=2000&size=128&executor=") + ex);
+    REQUIRE(res);
+    REQUIRE(res->status == 200);
+    const std::string timing = res->get_header_value("Server-Timing");
+    CAPTURE(timing);
+    const auto render = timing_ms(timing, wire::timing::render);
+    const auto cpu = timing_ms(timing, wire::timing::cpu);
+    const auto runq = timing_ms(timing, wire::timing::runq);
+    REQUIRE(render);
+    REQUIRE(cpu);
+    CHECK(*cpu > 0.0);
+    CHECK(*cpu <= *render + 0.01); // epsilon: the header's 3 decimals
+    CHECK(*render >= 40.0);
+    CHECK(*cpu <= *render - 30.0); // the 40 ms sleep is not CPU time
+    CHECK(runq.has_value() == kernel_reports);
+    if (runq) {
+      CHECK(*runq >= 0.0);
+      CHECK(*runq <= *render + 0.01);
+    }
+  }
 }
 
 TEST_CASE("Web.TileMatchesTheRenderer" * doctest::timeout(60)) {
@@ -133,13 +179,17 @@ TEST_CASE("Web.StatsTraceMetricsAndHealth" * doctest::timeout(60)) {
   CHECK(health->status == 200);
   auto stats = c.Get("/api/stats");
   REQUIRE(stats);
-  for (const char *field :
-       {"\"io\"", "\"idle_while_waiting_seconds\"", "\"name\":\"tbb\"", "\"io_threads\":16",
-        "\"completed\":1", "\"accepted\":1", "\"refused\":0"})
+  for (const char *field : {"\"io\"", "\"idle_while_waiting_seconds\"", "\"name\":\"tbb\"",
+                            "\"io_threads\":16", "\"completed\":1", "\"accepted\":1",
+                            "\"refused\":0", "\"cpu_seconds\":[", "\"runq_seconds\":"})
     CHECK_MESSAGE(stats->body.find(field) != std::string::npos, field);
+  const bool kernel_reports = this_thread_cpu_times().runq_ns.has_value();
+  CHECK((stats->body.find("\"runq_seconds\":[") != std::string::npos) == kernel_reports);
   auto trace = c.Get("/api/trace?executor=tbb&since=0");
   REQUIRE(trace);
   CHECK(trace->body.find("\"label\":\"1/1/1\"") != std::string::npos);
+  CHECK(trace->body.find("\"cpu_ns\":") != std::string::npos);
+  CHECK((trace->body.find("\"runq_ns\":null") == std::string::npos) == kernel_reports);
   auto none = c.Get("/api/trace?executor=tbb&since=1");
   REQUIRE(none);
   CHECK(none->body.find("\"events\":[]") != std::string::npos);

@@ -20,6 +20,8 @@ void write_events(JsonWriter &j, const std::vector<JobEvent> &events) {
         .field("start_ns", e.start_ns)
         .field("end_ns", e.end_ns)
         .field("outcome", to_string(e.outcome))
+        .field(wire::trace::cpu_ns, e.cpu_ns)
+        .field(wire::trace::runq_ns, e.runq_ns)
         .close('}');
   j.close(']');
 }
@@ -41,8 +43,19 @@ void write_stats(JsonWriter &j, const ExecutorStats &s) {
       .open('[');
   for (const double b : s.busy_seconds)
     j.value(b);
-  j.close(']')
-      .field(k::idle_while_waiting_seconds, s.idle_while_waiting_seconds)
+  j.close(']').key(k::cpu_seconds).open('[');
+  for (const double c : s.cpu_seconds)
+    j.value(c);
+  j.close(']').key(k::runq_seconds);
+  if (s.runq_seconds) {
+    j.open('[');
+    for (const double r : *s.runq_seconds)
+      j.value(r);
+    j.close(']');
+  } else {
+    j.raw_value("null");
+  }
+  j.field(k::idle_while_waiting_seconds, s.idle_while_waiting_seconds)
       .field(k::last_seq, s.last_seq)
       .close('}');
 }
@@ -191,6 +204,18 @@ std::string TileServer::Impl::metrics_text() {
     for (std::size_t w = 0; w < s.busy_seconds.size(); ++w)
       m << "overdrive_worker_busy_seconds_total{executor=\"" << s.name << "\",worker=\"" << w
         << "\"} " << s.busy_seconds[w] << "\n";
+  metric("overdrive_worker_cpu_seconds_total", "counter", "CPU time of finished jobs per worker.");
+  for (const auto &s : stats)
+    for (std::size_t w = 0; w < s.cpu_seconds.size(); ++w)
+      m << "overdrive_worker_cpu_seconds_total{executor=\"" << s.name << "\",worker=\"" << w
+        << "\"} " << s.cpu_seconds[w] << "\n";
+  metric("overdrive_worker_runq_seconds_total", "counter",
+         "Run-queue wait (runnable, no core free) of finished jobs per worker.");
+  for (const auto &s : stats)
+    if (s.runq_seconds)
+      for (std::size_t w = 0; w < s.runq_seconds->size(); ++w)
+        m << "overdrive_worker_runq_seconds_total{executor=\"" << s.name << "\",worker=\"" << w
+          << "\"} " << (*s.runq_seconds)[w] << "\n";
   const detail::IoMeter::Snapshot io = io_meter.snapshot();
   metric("overdrive_io_threads", "gauge", "Connection threads (--io-threads).");
   m << "overdrive_io_threads " << opt.io_threads << "\n";

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <future>
+#include <optional>
 #include <span>
 
 namespace overdrive {
@@ -25,6 +26,8 @@ std::string fixed3(double v) {
 struct TileResult {
   std::vector<std::uint8_t> png;
   double queue_ms = 0, work_ms = 0, render_ms = 0, encode_ms = 0;
+  double cpu_ms = 0;             // CPU time during work + render, over every thread
+  std::optional<double> runq_ms; // run-queue wait during work + render; nullopt: unknown
   int worker = -1;
   bool cancelled = false; // the client left before a worker took the tile
 };
@@ -108,7 +111,9 @@ void TileServer::Impl::handle_tile(const httplib::Request &req, httplib::Respons
           detail::IoMeter &m;
           ~Done() { m.rendering(-1); }
         } done{io_meter};
+        // The CPU samples lie inside render's wall interval [t0, t2], so cpu <= render.
         const auto t0 = Clock::now();
+        const CpuTimes c0 = ctx.cpu_times();
         perform_work(work);
         const auto t1 = Clock::now();
         const int w = q.request.view.pixel_width, h = q.request.view.pixel_height;
@@ -120,12 +125,15 @@ void TileServer::Impl::handle_tile(const httplib::Request &req, httplib::Respons
                       std::span(rgb).subspan(static_cast<std::size_t>(a) * row,
                                              static_cast<std::size_t>(b - a) * row));
         });
+        const CpuTimes used = ctx.cpu_times() - c0;
         const auto t2 = Clock::now();
         r.png = encode_png(rgb, w, h);
         const auto t3 = Clock::now();
         r.work_ms = ms_between(t0, t1);
         r.render_ms = ms_between(t1, t2);
         r.encode_ms = ms_between(t2, t3);
+        r.cpu_ms = static_cast<double>(used.cpu_ns) * 1e-6;
+        if (used.runq_ns) r.runq_ms = static_cast<double>(*used.runq_ns) * 1e-6;
         return r;
       },
       label);
@@ -179,6 +187,9 @@ void TileServer::Impl::handle_tile(const httplib::Request &req, httplib::Respons
   if (work.kind != WorkSpec::Kind::None)
     timing +=
         ", " + metric(t::work, r.work_ms, "synthetic " + to_string(work) + " (part of render)");
+  timing += ", " + metric(t::cpu, r.cpu_ms, "CPU time of render");
+  if (r.runq_ms)
+    timing += ", " + metric(t::runq, *r.runq_ms, "waiting for a core (part of render)");
   res.set_header("Server-Timing", timing);
   res.set_header(std::string(wire::header::executor), std::string(ex.name()));
   res.set_header(std::string(wire::header::worker), std::to_string(r.worker));
@@ -186,7 +197,8 @@ void TileServer::Impl::handle_tile(const httplib::Request &req, httplib::Respons
   detail::log_note().timing = "worker=" + std::to_string(r.worker) + " io=" + fixed3(io_ms) +
                               " queue=" + fixed3(r.queue_ms) +
                               " render=" + fixed3(r.work_ms + r.render_ms) +
-                              " encode=" + fixed3(r.encode_ms) + " ms";
+                              " encode=" + fixed3(r.encode_ms) + " cpu=" + fixed3(r.cpu_ms) +
+                              (r.runq_ms ? " runq=" + fixed3(*r.runq_ms) : std::string()) + " ms";
   res.set_content(std::string(r.png.begin(), r.png.end()), "image/png");
 }
 

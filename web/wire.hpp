@@ -14,6 +14,12 @@ inline constexpr std::string_view queue = "queue";   ///< waiting for a worker
 inline constexpr std::string_view render = "render"; ///< rendering, synthetic work included
 inline constexpr std::string_view encode = "encode"; ///< PNG encoding
 inline constexpr std::string_view work = "work";     ///< the synthetic part of render, if any
+/// CPU time during render, summed over the threads that rendered (with split it may exceed
+/// render). render - cpu - runq is time spent neither running nor runnable (sleeping, blocked).
+inline constexpr std::string_view cpu = "cpu";
+/// Part of render spent runnable but not running: waiting for a core that was busy elsewhere.
+/// Absent where the kernel does not report it (Linux /proc/thread-self/schedstat).
+inline constexpr std::string_view runq = "runq";
 } // namespace timing
 
 /// Response headers of a tile.
@@ -43,8 +49,16 @@ inline constexpr std::string_view completed = "completed";
 inline constexpr std::string_view failed = "failed";
 inline constexpr std::string_view cancelled = "cancelled";
 inline constexpr std::string_view busy_seconds = "busy_seconds";
+inline constexpr std::string_view cpu_seconds = "cpu_seconds";   ///< per worker, finished jobs
+inline constexpr std::string_view runq_seconds = "runq_seconds"; ///< per worker, or null: absent
 inline constexpr std::string_view idle_while_waiting_seconds = "idle_while_waiting_seconds";
 inline constexpr std::string_view last_seq = "last_seq";
 } // namespace stats
+
+/// Keys of each event in GET /api/trace (besides seq, label, worker, submit/start/end_ns, outcome).
+namespace trace {
+inline constexpr std::string_view cpu_ns = "cpu_ns";   ///< JobEvent::cpu_ns
+inline constexpr std::string_view runq_ns = "runq_ns"; ///< JobEvent::runq_ns, or null: absent
+} // namespace trace
 
 } // namespace overdrive::wire

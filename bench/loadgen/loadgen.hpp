@@ -20,7 +20,8 @@ using Clock = std::chrono::steady_clock;
 
 /// Version of the JSON written by to_json(const BenchReport&); bump on incompatible changes.
 /// Version 2: counts sent/answered/shed/failed, efficiency over all requests sent, the serial
-/// calibration, the model used and the model-error flag.
+/// calibration, the model used and the model-error flag. Fields added since, without a bump:
+/// server.cpu_ms and server.runq_ms per request.
 inline constexpr int json_schema_version = 2;
 
 /// Fraction of a wave subtracted from it when deciding whether a request was needlessly late.
@@ -93,8 +94,12 @@ std::vector<double> poisson_arrivals(double rate, double duration_s, std::uint64
 /// Durations (ms) from a Server-Timing header; a metric missing from the header stays nullopt.
 struct ServerTiming {
   std::optional<double> io, queue, render, encode, work;
+  /// Of render: CPU time (over every thread that rendered) and run-queue wait (runnable, no
+  /// core free; absent where the server's kernel does not report it).
+  std::optional<double> cpu, runq;
 };
-/// Parses "io;dur=1.0;desc=\"..\", queue;dur=2, render;dur=3, encode;dur=4[, work;dur=5]".
+/// Parses "io;dur=1.0;desc=\"..\", queue;dur=2, render;dur=3, encode;dur=4[, work;dur=5],
+/// cpu;dur=6[, runq;dur=7]" (names from web/wire.hpp).
 /// Unknown metrics and malformed entries are ignored.
 ServerTiming parse_server_timing(std::string_view header);
 
@@ -304,6 +309,10 @@ BenchReport run_bench(const BenchOptions &options);
 
 /// One line on a calibration: samples, T, the spread of tile costs and the model it selects.
 std::string calibration_line(const Calibration &calibration);
+/// Where the answered tiles' render time went, over all runs of one executor: "render R ms =
+/// cpu C ms (P%) + runq Q ms (P%) + other". "-" for runq when the server did not report it;
+/// empty when no request carried render and cpu.
+std::string render_split_line(const ExecutorResult &result);
 /// The readable table printed on stdout.
 std::string to_table(const BenchReport &report);
 /// Everything, as JSON (schema in bench/README.md; field "schema_version").

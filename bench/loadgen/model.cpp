@@ -227,6 +227,10 @@ ServerTiming parse_server_timing(std::string_view header) {
       t.encode = dur;
     else if (name == m::work)
       t.work = dur;
+    else if (name == m::cpu)
+      t.cpu = dur;
+    else if (name == m::runq)
+      t.runq = dur;
   }
   return t;
 }

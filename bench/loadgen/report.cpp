@@ -97,6 +97,37 @@ std::string calibration_line(const Calibration &c) {
   return out;
 }
 
+std::string render_split_line(const ExecutorResult &e) {
+  double render = 0, cpu = 0, runq = 0;
+  int tiles = 0;
+  bool runq_known = true;
+  for (const auto &r : e.runs)
+    for (const auto &q : r.requests) {
+      if (!q.ok() || !q.server.render || !q.server.cpu) continue;
+      ++tiles;
+      render += *q.server.render;
+      cpu += *q.server.cpu;
+      if (q.server.runq)
+        runq += *q.server.runq;
+      else
+        runq_known = false;
+    }
+  if (tiles == 0) return {};
+  auto share = [render](double v) {
+    return render > 0 ? " (" + fmt("%.0f", 100.0 * v / render) + "%)" : std::string();
+  };
+  std::string out = "render " + fmt("%.1f", render) + " ms over " + std::to_string(tiles) +
+                    " tiles = cpu " + fmt("%.1f", cpu) + " ms" + share(cpu) + " + runq ";
+  out += runq_known ? fmt("%.1f", runq) + " ms" + share(runq) + " (waiting for a core)"
+                    : std::string("- (not reported)");
+  if (runq_known && !e.split)
+    out += " + other " + fmt("%.1f", std::max(0.0, render - cpu - runq)) + " ms";
+  else
+    out += " + other";
+  if (e.split) out += " (split: cpu counts every thread, so it may exceed render)";
+  return out;
+}
+
 std::string to_table(const BenchReport &rep) {
   const BenchOptions &o = rep.options;
   const Scenario sc = o.load.scenario;
@@ -184,6 +215,8 @@ std::string to_table(const BenchReport &rep) {
             << e.runs.size() << " runs; " << sent << " sent, " << ok << " ok, " << shed << " shed, "
             << failed << " failed\n";
       }
+      if (const std::string split = render_split_line(e); !split.empty())
+        out << pad(e.executor, 9) << split << "\n";
     }
   } else {
     out << pad("executor", 9) << pad("N", 4) << pad("io", 5) << pad("run", 4)
@@ -210,6 +243,9 @@ std::string to_table(const BenchReport &rep) {
           out << "-";
         out << "\n";
       }
+    for (const auto &e : rep.executors)
+      if (const std::string split = render_split_line(e); !split.empty())
+        out << pad(e.executor, 9) << split << "\n";
   }
   return out.str();
 }
@@ -339,7 +375,8 @@ std::string to_json(const BenchReport &rep) {
         j.key("server").open('{');
         j.field("io_ms", q.server.io).field("queue_ms", q.server.queue);
         j.field("render_ms", q.server.render).field("encode_ms", q.server.encode);
-        j.field("work_ms", q.server.work);
+        j.field("work_ms", q.server.work).field("cpu_ms", q.server.cpu);
+        j.field("runq_ms", q.server.runq);
         j.close('}');
         j.field("cost_ms", q.cost_ms).field("ideal_ms", q.ideal_ms).field("late", q.late);
         j.close('}');
