@@ -334,7 +334,7 @@ void all_workers_busy(ExecutorKind kind, int workers) {
   ex->shutdown();
 }
 
-void trace_and_json(ExecutorKind kind) {
+void trace_and_counters(ExecutorKind kind) {
   auto ex = make(kind, 1);
   REQUIRE(ex->submit([](const JobContext &) {}, "a"));
   REQUIRE(ex->submit([](const JobContext &) {}, "quote\" back\\ nl\n ctl\x01"));
@@ -441,145 +441,67 @@ TEST_CASE("Executor.ZeroWorkersMeansCores") {
   }
 }
 
-TEST_CASE("Executor.RunsEveryJobOnce.inline" * doctest::timeout(60)) {
-  runs_every_job_once(ExecutorKind::Inline);
-}
-TEST_CASE("Executor.RunsEveryJobOnce.tbb" * doctest::timeout(60)) {
-  runs_every_job_once(ExecutorKind::Tbb);
-}
-TEST_CASE("Executor.RunsEveryJobOnce.pool" * doctest::timeout(60)) {
-  runs_every_job_once(ExecutorKind::Pool);
+// The backends every contract test runs on: one thin test case each, named Executor.NAME.KIND.
+// Adding a backend: its kind in kTestedKinds and its line in the macro, both here
+// (Executor.ContractTestsCoverEveryBackend fails until kTestedKinds matches the registry).
+constexpr ExecutorKind kTestedKinds[] = {ExecutorKind::Inline, ExecutorKind::Tbb,
+                                         ExecutorKind::Pool};
+#define OVERDRIVE_FOR_EACH_EXECUTOR(NAME, HELPER)                                                  \
+  TEST_CASE("Executor." NAME ".inline" * doctest::timeout(60)) {                                   \
+    HELPER(ExecutorKind::Inline);                                                                  \
+  }                                                                                                \
+  TEST_CASE("Executor." NAME ".tbb" * doctest::timeout(60)) {                                      \
+    HELPER(ExecutorKind::Tbb);                                                                     \
+  }                                                                                                \
+  TEST_CASE("Executor." NAME ".pool" * doctest::timeout(60)) {                                     \
+    HELPER(ExecutorKind::Pool);                                                                    \
+  }
+
+TEST_CASE("Executor.ContractTestsCoverEveryBackend") {
+  REQUIRE(std::size(kTestedKinds) == executor_registry().size());
+  for (const ExecutorInfo &info : executor_registry())
+    CHECK_MESSAGE(std::find(std::begin(kTestedKinds), std::end(kTestedKinds), info.kind) !=
+                      std::end(kTestedKinds),
+                  info.name);
 }
 
-TEST_CASE("Executor.TaskResultAndException.inline" * doctest::timeout(60)) {
-  task_result_and_exception(ExecutorKind::Inline);
-}
-TEST_CASE("Executor.TaskResultAndException.tbb" * doctest::timeout(60)) {
-  task_result_and_exception(ExecutorKind::Tbb);
-}
-TEST_CASE("Executor.TaskResultAndException.pool" * doctest::timeout(60)) {
-  task_result_and_exception(ExecutorKind::Pool);
-}
+OVERDRIVE_FOR_EACH_EXECUTOR("RunsEveryJobOnce", runs_every_job_once)
 
-TEST_CASE("Executor.RecordsOutcomes.inline" * doctest::timeout(60)) {
-  records_outcomes(ExecutorKind::Inline);
-}
-TEST_CASE("Executor.RecordsOutcomes.tbb" * doctest::timeout(60)) {
-  records_outcomes(ExecutorKind::Tbb);
-}
-TEST_CASE("Executor.RecordsOutcomes.pool" * doctest::timeout(60)) {
-  records_outcomes(ExecutorKind::Pool);
-}
+OVERDRIVE_FOR_EACH_EXECUTOR("TaskResultAndException", task_result_and_exception)
 
-TEST_CASE("Executor.SubmitAfterShutdownRefused.inline" * doctest::timeout(60)) {
-  submit_after_shutdown_refused(ExecutorKind::Inline);
-}
-TEST_CASE("Executor.SubmitAfterShutdownRefused.tbb" * doctest::timeout(60)) {
-  submit_after_shutdown_refused(ExecutorKind::Tbb);
-}
-TEST_CASE("Executor.SubmitAfterShutdownRefused.pool" * doctest::timeout(60)) {
-  submit_after_shutdown_refused(ExecutorKind::Pool);
-}
+OVERDRIVE_FOR_EACH_EXECUTOR("RecordsOutcomes", records_outcomes)
 
-TEST_CASE("Executor.ShutdownDrainsQueue.inline" * doctest::timeout(60)) {
-  shutdown_drains_queue(ExecutorKind::Inline);
-}
-TEST_CASE("Executor.ShutdownDrainsQueue.tbb" * doctest::timeout(60)) {
-  shutdown_drains_queue(ExecutorKind::Tbb);
-}
-TEST_CASE("Executor.ShutdownDrainsQueue.pool" * doctest::timeout(60)) {
-  shutdown_drains_queue(ExecutorKind::Pool);
-}
+OVERDRIVE_FOR_EACH_EXECUTOR("SubmitAfterShutdownRefused", submit_after_shutdown_refused)
 
-TEST_CASE("Executor.QueueLimitRefusesOverflow.inline" * doctest::timeout(60)) {
-  queue_limit(ExecutorKind::Inline);
-}
-TEST_CASE("Executor.QueueLimitRefusesOverflow.tbb" * doctest::timeout(60)) {
-  queue_limit(ExecutorKind::Tbb);
-}
-TEST_CASE("Executor.QueueLimitRefusesOverflow.pool" * doctest::timeout(60)) {
-  queue_limit(ExecutorKind::Pool);
-}
+OVERDRIVE_FOR_EACH_EXECUTOR("ShutdownDrainsQueue", shutdown_drains_queue)
 
-TEST_CASE("Executor.NeverMoreThanN.inline" * doctest::timeout(60)) {
+OVERDRIVE_FOR_EACH_EXECUTOR("QueueLimitRefusesOverflow", queue_limit)
+
+void never_more_than_n_2_and_3(ExecutorKind kind) {
   SUBCASE("2") {
-    never_more_than_n(ExecutorKind::Inline, 2);
+    never_more_than_n(kind, 2);
   }
   SUBCASE("3") {
-    never_more_than_n(ExecutorKind::Inline, 3);
+    never_more_than_n(kind, 3);
   }
 }
-TEST_CASE("Executor.NeverMoreThanN.tbb" * doctest::timeout(60)) {
-  SUBCASE("2") {
-    never_more_than_n(ExecutorKind::Tbb, 2);
-  }
-  SUBCASE("3") {
-    never_more_than_n(ExecutorKind::Tbb, 3);
-  }
-}
-TEST_CASE("Executor.NeverMoreThanN.pool" * doctest::timeout(60)) {
-  SUBCASE("2") {
-    never_more_than_n(ExecutorKind::Pool, 2);
-  }
-  SUBCASE("3") {
-    never_more_than_n(ExecutorKind::Pool, 3);
-  }
-}
+OVERDRIVE_FOR_EACH_EXECUTOR("NeverMoreThanN", never_more_than_n_2_and_3)
 
-TEST_CASE("Executor.AllWorkersBusyNoIdleWhileWaiting.inline" * doctest::timeout(60)) {
+void all_workers_busy_2_and_3(ExecutorKind kind) {
   SUBCASE("2") {
-    all_workers_busy(ExecutorKind::Inline, 2);
+    all_workers_busy(kind, 2);
   }
   SUBCASE("3") {
-    all_workers_busy(ExecutorKind::Inline, 3);
+    all_workers_busy(kind, 3);
   }
 }
-TEST_CASE("Executor.AllWorkersBusyNoIdleWhileWaiting.tbb" * doctest::timeout(60)) {
-  SUBCASE("2") {
-    all_workers_busy(ExecutorKind::Tbb, 2);
-  }
-  SUBCASE("3") {
-    all_workers_busy(ExecutorKind::Tbb, 3);
-  }
-}
-TEST_CASE("Executor.AllWorkersBusyNoIdleWhileWaiting.pool" * doctest::timeout(60)) {
-  SUBCASE("2") {
-    all_workers_busy(ExecutorKind::Pool, 2);
-  }
-  SUBCASE("3") {
-    all_workers_busy(ExecutorKind::Pool, 3);
-  }
-}
+OVERDRIVE_FOR_EACH_EXECUTOR("AllWorkersBusyNoIdleWhileWaiting", all_workers_busy_2_and_3)
 
-TEST_CASE("Executor.TraceAndJson.inline") {
-  trace_and_json(ExecutorKind::Inline);
-}
-TEST_CASE("Executor.TraceAndJson.tbb" * doctest::timeout(60)) {
-  trace_and_json(ExecutorKind::Tbb);
-}
-TEST_CASE("Executor.TraceAndJson.pool" * doctest::timeout(60)) {
-  trace_and_json(ExecutorKind::Pool);
-}
+OVERDRIVE_FOR_EACH_EXECUTOR("TraceAndCounters", trace_and_counters)
 
-TEST_CASE("Executor.TraceRingBufferKeepsNewest.inline") {
-  trace_ring_buffer(ExecutorKind::Inline);
-}
-TEST_CASE("Executor.TraceRingBufferKeepsNewest.tbb" * doctest::timeout(60)) {
-  trace_ring_buffer(ExecutorKind::Tbb);
-}
-TEST_CASE("Executor.TraceRingBufferKeepsNewest.pool" * doctest::timeout(60)) {
-  trace_ring_buffer(ExecutorKind::Pool);
-}
+OVERDRIVE_FOR_EACH_EXECUTOR("TraceRingBufferKeepsNewest", trace_ring_buffer)
 
-TEST_CASE("Executor.ForRowsWithoutSplitIsOneCall.inline") {
-  for_rows_without_split(ExecutorKind::Inline);
-}
-TEST_CASE("Executor.ForRowsWithoutSplitIsOneCall.tbb" * doctest::timeout(60)) {
-  for_rows_without_split(ExecutorKind::Tbb);
-}
-TEST_CASE("Executor.ForRowsWithoutSplitIsOneCall.pool" * doctest::timeout(60)) {
-  for_rows_without_split(ExecutorKind::Pool);
-}
+OVERDRIVE_FOR_EACH_EXECUTOR("ForRowsWithoutSplitIsOneCall", for_rows_without_split)
 
 // One job with split: its rows must run on more than one thread. Each chunk waits (bounded)
 // until two threads have taken rows, so a splitter that stayed on one thread times out.
@@ -769,15 +691,7 @@ void reports_cpu_times(ExecutorKind kind) {
           doctest::Approx(seconds_of(*e.runq_ns)));
   }
 }
-TEST_CASE("Executor.ReportsCpuTimes.inline" * doctest::timeout(60)) {
-  reports_cpu_times(ExecutorKind::Inline);
-}
-TEST_CASE("Executor.ReportsCpuTimes.tbb" * doctest::timeout(60)) {
-  reports_cpu_times(ExecutorKind::Tbb);
-}
-TEST_CASE("Executor.ReportsCpuTimes.pool" * doctest::timeout(60)) {
-  reports_cpu_times(ExecutorKind::Pool);
-}
+OVERDRIVE_FOR_EACH_EXECUTOR("ReportsCpuTimes", reports_cpu_times)
 
 // With split, a job's CPU time counts the row chunks other threads ran for it. Chunks wait
 // (bounded) until two threads have taken rows, so the rows really are spread.
