@@ -48,7 +48,7 @@ async function stopServer() {
     fail("could not start the server: " + st.error);
   } else if (st.code !== 0) {
     fail(`server exited with ${st.signal ? "signal " + st.signal : "code " + st.code}, expected 0 ` +
-         "(a sanitizer report exits 66 under tsan, 1 under asan)");
+         "(a sanitizer report: 66 tsan, 1 asan/ubsan, 23 leaks)");
   }
   if (process.exitCode) printServerErr();
 }
