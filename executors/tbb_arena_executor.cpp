@@ -13,9 +13,29 @@
 #include <oneapi/tbb/task_arena.h>
 #include <thread>
 
+#if defined(__SANITIZE_THREAD__)
+extern "C" void __tsan_acquire(void *addr);
+extern "C" void __tsan_release(void *addr);
+#endif
+
 namespace overdrive::detail {
 
 namespace {
+
+inline void tsan_release(const void *p) {
+#if defined(__SANITIZE_THREAD__)
+  __tsan_release(const_cast<void *>(p));
+#else
+  (void)p;
+#endif
+}
+inline void tsan_acquire(const void *p) {
+#if defined(__SANITIZE_THREAD__)
+  __tsan_acquire(const_cast<void *>(p));
+#else
+  (void)p;
+#endif
+}
 
 // TBB's process-wide worker pool defaults to hardware_concurrency - 1 threads, which would cap
 // an arena of N slots (reserved_for_masters = 0, so only workers run our jobs) below N on a
@@ -87,10 +107,16 @@ public:
       splitter_ = [](int begin, int end, const JobContext::RowBody &body) {
         // Isolation keeps a thread waiting in this parallel_for from picking up another of our
         // enqueued jobs, which would run more than N jobs at once (nested on one thread).
+        tsan_release(&body);
         tbb::this_task_arena::isolate([&] {
           tbb::parallel_for(tbb::blocked_range<int>(begin, end),
-                            [&](const tbb::blocked_range<int> &r) { body(r.begin(), r.end()); });
+                            [&](const tbb::blocked_range<int> &r) {
+                              tsan_acquire(&body);
+                              body(r.begin(), r.end());
+                              tsan_release(&body);
+                            });
         });
+        tsan_acquire(&body);
       };
     }
     arena_.initialize();
@@ -111,6 +137,7 @@ public:
       ++outstanding_;
       fifo_.push_back(std::make_unique<Task>(Task{std::move(job), std::move(label), submitted}));
     }
+    tsan_release(this);
     try {
       arena_.enqueue(Runner{this});
     } catch (...) {
@@ -152,6 +179,7 @@ private:
   struct Runner {
     TbbArenaExecutor *self;
     void operator()() const {
+      tsan_acquire(self);
       std::unique_ptr<Task> task;
       {
         std::lock_guard lock(self->mutex_);
