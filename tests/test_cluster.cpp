@@ -19,11 +19,11 @@ namespace {
 
 /// The answer to one tile request through the balancer.
 struct TileResult {
-  int status = 0; ///< 0: no HTTP answer at all
-  std::string
-      replica; ///< X-Overdrive-Replica (HAProxy lower-cases it; httplib compares without case)
-  double seconds = 0; ///< from the burst's start to the complete answer
-  std::string error;  ///< httplib's error when there was no answer
+  int status = 0;          ///< 0: no HTTP answer at all
+  std::string replica;     ///< X-Overdrive-Replica (any case: HAProxy sends it lower-case)
+  std::string retry_after; ///< Retry-After
+  double seconds = 0;      ///< from the burst's start to the complete answer
+  std::string error;       ///< httplib's error when there was no answer
 };
 
 /// A distinct tile per index, with a nonce unique to this process and call, so that no cache
@@ -46,6 +46,7 @@ TileResult get_tile(const Cluster &c, const std::string &path, SteadyClock::time
   }
   out.status = r->status;
   out.replica = r->get_header_value("X-Overdrive-Replica");
+  out.retry_after = r->get_header_value("Retry-After");
   return out;
 }
 
@@ -224,6 +225,39 @@ TEST_CASE("Cluster.HaproxyQueueHandsEachTileToTheFirstFreeWorker" * doctest::tim
     CHECK(rs[2].seconds >= 0.5); // waited for a worker: 2 x 300 ms
     CHECK(rs[2].seconds < 2.0);  // and got the first one that freed, not a later turn
   }
+}
+
+// A tile HAProxy cannot place is answered 429 with Retry-After, never a bare 503: at once when 32
+// tiles already wait (the `queue(tiles)` rule), and (errorfile 503) when no replica is up.
+TEST_CASE("Cluster.HaproxyShedsWith429AndRetryAfter" * doctest::timeout(120)) {
+  Cluster c(Balancer::haproxy, 2, 1, {"--work", "sleep:300"});
+  const auto rs = burst(c, 40);
+  int ok = 0, shed = 0;
+  for (const auto &r : rs) {
+    INFO("status " << r.status << " after " << r.seconds << " s " << r.error);
+    CHECK((r.status == 200 || r.status == 429));
+    ok += r.status == 200;
+    if (r.status != 429) continue;
+    ++shed;
+    CHECK(r.retry_after == "1");
+    CHECK(r.seconds < 2.0); // shed without waiting for a worker (the queue takes ~5 s)
+  }
+  CHECK(ok >= 34); // 2 rendering + 32 waiting
+  CHECK(shed >= 1);
+  // Both replicas die: once HAProxy has marked them down (a request in that very instant may get
+  // 502, a tile lost with its replicas), every tile gets 429 + Retry-After, not HAProxy's 503.
+  c.replica(0).process().signal(SIGKILL);
+  c.replica(1).process().signal(SIGKILL);
+  CHECK(poll_until(
+      [&] {
+        return c.balancer_log().find("backend 'tiles' has no server available") !=
+               std::string::npos;
+      },
+      10s));
+  const auto none_up = get_tile(c, tile_path(50), SteadyClock::now());
+  INFO(none_up.error << "; haproxy: " << c.balancer_log());
+  CHECK(none_up.status == 429);
+  CHECK(none_up.retry_after == "1");
 }
 
 TEST_CASE("Cluster.HaproxyKillOneReplicaLosesNoTile" * doctest::timeout(120)) {
