@@ -276,3 +276,37 @@ TEST_CASE("Cluster.HaproxySigtermDrainsAReplica" * doctest::timeout(120)) {
 TEST_CASE("Cluster.NginxSigtermDrainsAReplica" * doctest::timeout(120)) {
   sigterm_drains_a_replica(Balancer::nginx_least);
 }
+
+namespace {
+/// overdrive_jobs_accepted_total{executor="pool"} of one replica (through the balancer), or -1.
+long pool_jobs(const Cluster &c, const std::string &id) {
+  auto res = c.client().Get("/replica/" + id + "/metrics");
+  if (!res || res->status != 200) return -1;
+  const std::string key = "overdrive_jobs_accepted_total{executor=\"pool\"} ";
+  const auto at = res->body.find(key);
+  return at == std::string::npos ? -1 : std::atol(res->body.c_str() + at + key.size());
+}
+} // namespace
+
+// nginx-cache: 20 concurrent requests for one uncached tile render once across the cluster
+// (proxy_cache_lock), and a later request is a cache hit that no replica sees.
+TEST_CASE("Cluster.NginxCacheRendersConcurrentMissesOnce" * doctest::timeout(120)) {
+  Cluster c(Balancer::nginx_cache, 2, 1, {"--work", "sleep:300"});
+  const long before = pool_jobs(c, "r1") + pool_jobs(c, "r2");
+  const std::string path = tile_path(7); // one URL (its nonce included) for every request
+  const auto t0 = SteadyClock::now();
+  std::vector<std::future<TileResult>> fs;
+  for (int i = 0; i < 20; ++i)
+    fs.push_back(std::async(std::launch::async, [&c, &path, t0] { return get_tile(c, path, t0); }));
+  for (auto &f : fs) {
+    const auto r = f.get();
+    INFO(r.error);
+    CHECK(r.status == 200);
+  }
+  CHECK(pool_jobs(c, "r1") + pool_jobs(c, "r2") - before == 1);
+  auto hit = c.client().Get(path);
+  REQUIRE(hit);
+  CHECK(hit->status == 200);
+  CHECK(hit->get_header_value("X-Cache-Status") == "HIT");
+  CHECK(pool_jobs(c, "r1") + pool_jobs(c, "r2") - before == 1);
+}
