@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <future>
 #include <map>
 #include <set>
@@ -309,4 +310,32 @@ TEST_CASE("Cluster.NginxCacheRendersConcurrentMissesOnce" * doctest::timeout(120
   CHECK(hit->status == 200);
   CHECK(hit->get_header_value("X-Cache-Status") == "HIT");
   CHECK(pool_jobs(c, "r1") + pool_jobs(c, "r2") - before == 1);
+}
+
+// web/deploy/prometheus.yml, generated for two replicas, is a valid Prometheus configuration
+// that scrapes both.
+TEST_CASE("Cluster.PrometheusConfigScrapesEveryReplica" * doctest::timeout(60)) {
+  const std::string promtool = find_program("promtool");
+  INFO("promtool is not installed: apt-get install prometheus (scripts/test installs it)");
+  REQUIRE(!promtool.empty());
+  TempDir dir;
+  const std::string deploy = std::string(OVERDRIVE_SOURCE_DIR) + "/web/deploy/";
+  const std::vector<ReplicaSpec> specs = {{"r1", "127.0.0.1:18001", 1},
+                                          {"r2", "127.0.0.1:18002", 2}};
+  const std::string text = render_template(read_text(deploy + "prometheus.yml"), {}, specs);
+  for (const char *want :
+       {"'127.0.0.1:18001'", "'127.0.0.1:18002'", "replica: 'r1'", "replica: 'r2'"})
+    CHECK_MESSAGE(text.find(want) != std::string::npos, want);
+  const std::string cfg = dir.path() + "/prometheus.yml";
+  write_text(cfg, text);
+  const std::string cmd = promtool + " check config " + cfg + " 2>&1";
+  FILE *p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  char buf[512];
+  while (std::fgets(buf, sizeof buf, p))
+    out += buf;
+  const int status = ::pclose(p);
+  INFO(out);
+  CHECK(status == 0);
 }
