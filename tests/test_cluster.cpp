@@ -133,7 +133,7 @@ void kill_one_replica(Balancer b) {
   const pid_t balancer_pid = c.balancer_process().pid();
   auto pending = std::async(std::launch::async, [&c] { return burst(c, 16); });
   // Kill while r1 renders one of the burst's tiles (bounded: the burst takes >= 1.2 s).
-  const bool r1_busy = poll_until([&] { return pool_busy(c.replica(0)) == 1; }, 10s);
+  const bool r1_busy = eventually([&] { return pool_busy(c.replica(0)) == 1; }, 10s);
   c.replica(0).process().signal(SIGKILL);
   const auto results = pending.get();
   CHECK(r1_busy);
@@ -167,7 +167,7 @@ void sigterm_drains_a_replica(Balancer b) {
   // Two tiles, one per replica (1 worker each, both balancers spread two concurrent requests).
   auto first = std::async(std::launch::async, [&c] { return burst(c, 2); });
   const bool both_busy =
-      poll_until([&] { return pool_busy(c.replica(0)) == 1 && pool_busy(c.replica(1)) == 1; }, 10s);
+      eventually([&] { return pool_busy(c.replica(0)) == 1 && pool_busy(c.replica(1)) == 1; }, 10s);
   CHECK(both_busy);
   c.replica(0).process().signal(SIGTERM);
   // r1 stops taking tiles at once; new tiles go to r2.
@@ -204,7 +204,7 @@ TEST_CASE("Cluster.HaproxyQueueHandsEachTileToTheFirstFreeWorker" * doctest::tim
   for (int round = 0; round < 3; ++round) {
     CAPTURE(round);
     auto pending = std::async(std::launch::async, [&c, round] { return burst(c, 3, 3 * round); });
-    const bool both_busy = poll_until(
+    const bool both_busy = eventually(
         [&] { return pool_busy(c.replica(0)) == 1 && pool_busy(c.replica(1)) == 1; }, 5s);
     // The waiting tile is held by HAProxy: neither replica has one queued.
     std::string stats0, stats1;
@@ -249,7 +249,7 @@ TEST_CASE("Cluster.HaproxyShedsWith429AndRetryAfter" * doctest::timeout(120)) {
   // 502, a tile lost with its replicas), every tile gets 429 + Retry-After, not HAProxy's 503.
   c.replica(0).process().signal(SIGKILL);
   c.replica(1).process().signal(SIGKILL);
-  CHECK(poll_until(
+  CHECK(eventually(
       [&] {
         return c.balancer_log().find("backend 'tiles' has no server available") !=
                std::string::npos;

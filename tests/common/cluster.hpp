@@ -4,6 +4,8 @@
 // group, so nginx's worker too) when its holder is destroyed, also when a check failed.
 #pragma once
 
+#include "common/eventually.hpp"
+
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -25,16 +27,6 @@
 #include <vector>
 
 namespace overdrive::test {
-
-/// Polls pred every 10 ms until it holds or the bound passes; returns whether it held.
-inline bool poll_until(const std::function<bool()> &pred, std::chrono::milliseconds bound) {
-  const auto until = std::chrono::steady_clock::now() + bound;
-  while (std::chrono::steady_clock::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return pred();
-}
 
 /// A child process in a process group of its own, stdout and stderr to files. Destroying it kills
 /// the group (SIGKILL) and reaps the child.

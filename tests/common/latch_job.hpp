@@ -3,6 +3,7 @@
 // Every wait is bounded so that a broken executor fails a test instead of hanging it.
 #pragma once
 
+#include "common/eventually.hpp"
 #include "executors/executor.hpp"
 
 #include <chrono>
@@ -16,9 +17,6 @@
 namespace overdrive::test {
 
 using namespace std::chrono_literals;
-
-/// Upper bound for any wait in a test; far above anything a healthy run needs.
-inline constexpr std::chrono::seconds kWaitLimit{20};
 
 /// A one-shot gate. Thread-safe.
 class Gate {
@@ -67,17 +65,6 @@ private:
   std::condition_variable cv_;
   int count_ = 0;
 };
-
-/// Polls pred (yielding) until it holds or the limit passes; returns its last value. For states
-/// that no event signals, e.g. a stats() counter.
-template <typename Pred> bool eventually(Pred pred, std::chrono::milliseconds limit = kWaitLimit) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return pred();
-    std::this_thread::sleep_for(100us);
-  }
-  return true;
-}
 
 /// Submits jobs either directly or each from its own thread. Inline runs the job inside submit
 /// and a caller waiting for a slot blocks, so inline tests submit from threads. Joins on

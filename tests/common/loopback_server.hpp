@@ -1,6 +1,7 @@
 // A TileServer on 127.0.0.1 and an ephemeral port for the duration of a test, with a client.
 #pragma once
 
+#include "common/eventually.hpp"
 #include "web/server.hpp"
 
 #include <chrono>
@@ -35,16 +36,5 @@ struct LoopbackServer {
   TileServer server;
   int port = 0;
 };
-
-/// Polls pred every 5 ms until it holds or the bound passes; returns whether it held.
-inline bool eventually(const std::function<bool()> &pred,
-                       std::chrono::milliseconds bound = std::chrono::seconds(10)) {
-  const auto until = std::chrono::steady_clock::now() + bound;
-  while (std::chrono::steady_clock::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return pred();
-}
 
 } // namespace overdrive::test
