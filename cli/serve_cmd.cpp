@@ -15,6 +15,8 @@ struct ServeArgs {
   std::string executor = "pool";
   std::string work = "none";
   bool quiet = false;
+  int cache_mb = 64;
+  bool no_coalesce = false;
 };
 
 sigset_t stop_signal_set() noexcept {
@@ -35,6 +37,8 @@ int run_serve(ServeArgs &a) {
   }
   a.opt.work = *work;
   a.opt.access_log = !a.quiet;
+  a.opt.cache_bytes = static_cast<std::size_t>(a.cache_mb) << 20;
+  a.opt.coalesce = !a.no_coalesce;
 
   // main() blocked the stop signals before anything started (threads inherit the mask); one
   // thread waits for them.
@@ -52,7 +56,7 @@ int run_serve(ServeArgs &a) {
   std::cout << "Fractal Overdrive serving on " << server.url() << "  (executor "
             << to_string(a.opt.executor) << ", " << server.executor(a.opt.executor).workers()
             << " workers, " << a.opt.io_threads << " I/O threads, work " << to_string(a.opt.work)
-            << "; Ctrl-C stops)" << std::endl;
+            << ", cache " << a.cache_mb << " MiB; Ctrl-C stops)" << std::endl;
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&stop_signals, &sig);
@@ -120,6 +124,13 @@ void add_serve_command(CLI::App &app) {
                   "Seconds from a request's first byte until its headers are complete; 408 "
                   "after (default 10; stops slowloris clients)")
       ->check(CLI::Range(1, 300));
+  cmd->add_option("--cache-mb", args->cache_mb,
+                  "MiB of encoded tiles kept in memory, least recently used evicted first "
+                  "(default 64, 0 = no cache); a request with ?nonce= bypasses it")
+      ->check(CLI::Range(0, 65536));
+  cmd->add_flag("--no-coalesce", args->no_coalesce,
+                "Render every request, even while an identical tile is being rendered (by "
+                "default concurrent requests for one tile, any executor, render once)");
   cmd->add_flag("--quiet", args->quiet, "No access log on stderr");
   cmd->callback([args] { std::exit(run_serve(*args)); });
 }

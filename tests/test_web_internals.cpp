@@ -1,20 +1,24 @@
 // The server's internals, tested directly rather than over loopback (as cpp-httplib tests its
 // ThreadPool): the connection pool, a connection's header limits and deadlines, inline's seats,
-// and the JSON writer.
+// the JSON writer, and the tile cache, flights and histograms.
 #include "common/latch_job.hpp"
 #include "web/connection.hpp"
 #include "web/inline_seats.hpp"
 #include "web/io_pool.hpp"
 #include "web/json.hpp"
+#include "web/tile_cache.hpp"
 
 #include <atomic>
 #include <doctest/doctest.h>
+#include <future>
 #include <limits>
 #include <optional>
 #include <string>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <thread>
 #include <unistd.h>
+#include <vector>
 
 using namespace overdrive;
 using namespace overdrive::detail;
@@ -299,4 +303,145 @@ TEST_CASE("Json.WriterSeparatesEscapesAndFormats") {
   j.close(']').key("f").fixed(1.23456, 3).close('}');
   CHECK(j.str() == R"({"s":"q\" b\\ n\n c\u0001","i":-3,"u":18446744073709551615,"d":0.5,)"
                    R"("inf":null,"b":true,"none":null,"a":[1,"x",{}],"f":1.235})");
+}
+
+namespace {
+
+TileCache::Body body_of(std::size_t n, char c = 'x') {
+  return std::make_shared<const std::string>(n, c);
+}
+
+} // namespace
+
+TEST_CASE("TileCache.EvictsTheLeastRecentlyUsedBySize") {
+  constexpr std::size_t per = 1000 + 1 + TileCache::kEntryOverhead; // body + 1-byte key
+  TileCache cache(3 * per);
+  cache.insert("a", body_of(1000, 'a'));
+  cache.insert("b", body_of(1000, 'b'));
+  cache.insert("c", body_of(1000, 'c'));
+  CHECK(cache.snapshot().bytes == 3 * per);
+  CHECK(cache.snapshot().entries == 3);
+  REQUIRE(cache.find("a")); // a is now the most recently used: b goes first
+  cache.insert("d", body_of(1000, 'd'));
+  CHECK_FALSE(cache.find("b"));
+  REQUIRE(cache.find("a"));
+  CHECK(*cache.find("a") == std::string(1000, 'a'));
+  CHECK(cache.find("c"));
+  CHECK(cache.find("d"));
+  // A large entry evicts as many as it needs, oldest first (a was used before c and d).
+  cache.insert("e", body_of(2000, 'e'));
+  const auto s = cache.snapshot();
+  CHECK(s.entries == 2);
+  CHECK(s.bytes == per + 2000 + 1 + TileCache::kEntryOverhead);
+  CHECK(s.bytes <= s.capacity_bytes);
+  CHECK(s.evictions == 3);
+  CHECK(cache.find("d"));
+  CHECK(cache.find("e"));
+  CHECK_FALSE(cache.find("a"));
+  CHECK_FALSE(cache.find("c"));
+}
+
+TEST_CASE("TileCache.CountsHitsAndMissesAndReplacesAKey") {
+  TileCache cache(1 << 20);
+  CHECK_FALSE(cache.find("k"));
+  cache.insert("k", body_of(10, '1'));
+  cache.insert("k", body_of(20, '2'));
+  REQUIRE(cache.find("k"));
+  CHECK(*cache.find("k") == std::string(20, '2'));
+  const auto s = cache.snapshot();
+  CHECK(s.hits == 2);
+  CHECK(s.misses == 1);
+  CHECK(s.entries == 1);
+  CHECK(s.bytes == 20 + 1 + TileCache::kEntryOverhead);
+  CHECK(s.evictions == 0);
+}
+
+TEST_CASE("TileCache.ZeroCapacityIsOffAndOversizedEntriesAreNotKept") {
+  TileCache off(0);
+  off.insert("k", body_of(1));
+  CHECK_FALSE(off.find("k"));
+  CHECK(off.snapshot().misses == 0); // off: nothing counted
+  TileCache small(100);
+  small.insert("k", body_of(10)); // 10 + 1 + overhead > 100
+  CHECK_FALSE(small.find("k"));
+  CHECK(small.snapshot().entries == 0);
+  CHECK(small.snapshot().bytes == 0);
+}
+
+TEST_CASE("Flights.FollowersGetTheLeadersTileAndANewFlightStartsAfterLanding" *
+          doctest::timeout(30)) {
+  Flights flights;
+  const auto leader = flights.join("k");
+  REQUIRE(leader.leader);
+  std::vector<std::future<std::optional<Flights::Result>>> followers;
+  for (int i = 0; i < 4; ++i) {
+    const auto t = flights.join("k");
+    CHECK_FALSE(t.leader);
+    CHECK(t.flight == leader.flight);
+    followers.push_back(std::async(std::launch::async, [f = t.flight] {
+      return Flights::wait(*f, Clock::now() + std::chrono::seconds(10));
+    }));
+  }
+  CHECK(leader.flight->followers.load() == 4);
+  CHECK(flights.join("other").leader); // another key flies on its own
+  flights.land("k", leader, {std::make_shared<const std::string>("png"), "pool", 1});
+  for (auto &f : followers) {
+    const auto r = f.get();
+    REQUIRE(r);
+    REQUIRE(r->png);
+    CHECK(*r->png == "png");
+    CHECK(r->executor == "pool");
+    CHECK(r->worker == 1);
+  }
+  CHECK(flights.join("k").leader);
+}
+
+TEST_CASE("Flights.LandingWithoutATileWakesFollowersAndWaitsAreBounded" * doctest::timeout(30)) {
+  Flights flights;
+  const auto leader = flights.join("k");
+  const auto follower = flights.join("k");
+  // Nothing landed yet: a bounded wait times out.
+  CHECK_FALSE(Flights::wait(*follower.flight, Clock::now() + std::chrono::milliseconds(20)));
+  flights.land("k", leader, {});
+  const auto r = Flights::wait(*follower.flight, Clock::now() + std::chrono::seconds(10));
+  REQUIRE(r);
+  CHECK_FALSE(r->png);
+  CHECK(flights.in_air() == 0);
+}
+
+TEST_CASE("TileKey.EtagMatchingFollowsIfNoneMatch") {
+  TileQuery q;
+  q.tile = {2, 1, 3};
+  q.request.view = tile_viewport(q.tile, 256);
+  q.request.max_iter = 512;
+  const std::string key = tile_key(q);
+  CHECK(key == std::string(kRendererVersion) + ":2/1/3:256:512:classic:f64");
+  TileQuery other = q;
+  other.executor = ExecutorKind::Tbb;
+  other.nonce = true;
+  CHECK(tile_key(other) == key); // neither executor nor nonce is part of the bytes
+  const std::string etag = tile_etag(key);
+  CHECK(etag == "\"" + key + "\"");
+  CHECK(etag_matches(etag, etag));
+  CHECK(etag_matches(" *", etag));
+  CHECK(etag_matches("\"a\", W/" + etag + " ,\"b\"", etag));
+  CHECK_FALSE(etag_matches("\"a\", \"b\"", etag));
+  CHECK_FALSE(etag_matches(key, etag)); // unquoted is not the tag
+  CHECK_FALSE(etag_matches("", etag));
+}
+
+TEST_CASE("LatencyHistogram.BucketsAreCumulativeAndLeInclusive") {
+  LatencyHistogram h;
+  for (const double v : {0.0001, 0.0005, 0.003, 0.2, 29.0, 31.0})
+    h.observe(v);
+  const auto s = h.snapshot();
+  CHECK(s.count == 6);
+  CHECK(s.sum == doctest::Approx(0.0001 + 0.0005 + 0.003 + 0.2 + 29.0 + 31.0));
+  CHECK(s.cumulative[0] == 2);     // le 0.0005 includes 0.0005
+  CHECK(s.cumulative[1] == 2);     // le 0.001
+  CHECK(s.cumulative[3] == 3);     // le 0.005
+  CHECK(s.cumulative[8] == 4);     // le 0.25
+  CHECK(s.cumulative.back() == 5); // le 30; 31 s only in +Inf (count)
+  for (std::size_t i = 1; i < s.cumulative.size(); ++i)
+    CHECK(s.cumulative[i] >= s.cumulative[i - 1]);
 }

@@ -4,6 +4,7 @@
 #include "web/server_state.hpp"
 #include "web/wire.hpp"
 
+#include <cstdio>
 #include <sstream>
 
 namespace overdrive {
@@ -150,6 +151,19 @@ std::string TileServer::Impl::stats_json() {
       .field("waiting", seats.waiting)
       .close('}')
       .close('}');
+  const detail::TileCache::Snapshot cache = tile_cache.snapshot();
+  j.key(k::cache)
+      .open('{')
+      .field(k::capacity_bytes, cache.capacity_bytes)
+      .field(k::bytes, cache.bytes)
+      .field(k::entries, cache.entries)
+      .field(k::hits, cache.hits)
+      .field(k::misses, cache.misses)
+      .field(k::evictions, cache.evictions)
+      .field(k::coalesce, opt.coalesce)
+      .field(k::coalesced, coalesced.load())
+      .field(k::not_modified, not_modified.load())
+      .close('}');
   j.key(k::names).open('{');
   auto names = [&j](std::string_view key, const std::vector<std::string> &list) {
     j.key(key).open('[');
@@ -236,6 +250,58 @@ std::string TileServer::Impl::metrics_text() {
   for (std::size_t i = 0; i < responses.size(); ++i)
     m << "overdrive_http_responses_total{code=\"" << classes[i] << "\"} " << responses[i].load()
       << "\n";
+
+  const detail::TileCache::Snapshot cache = tile_cache.snapshot();
+  metric("overdrive_tile_cache_hits_total", "counter", "Tiles answered from the memory cache.");
+  m << "overdrive_tile_cache_hits_total " << cache.hits << "\n";
+  metric("overdrive_tile_cache_misses_total", "counter",
+         "Tile lookups that missed the memory cache (0 while it is off).");
+  m << "overdrive_tile_cache_misses_total " << cache.misses << "\n";
+  metric("overdrive_tile_cache_evictions_total", "counter",
+         "Tiles evicted from the memory cache to make room (least recently used first).");
+  m << "overdrive_tile_cache_evictions_total " << cache.evictions << "\n";
+  metric("overdrive_tile_cache_bytes", "gauge", "Bytes the memory cache holds now.");
+  m << "overdrive_tile_cache_bytes " << cache.bytes << "\n";
+  metric("overdrive_tile_cache_capacity_bytes", "gauge", "Memory cache capacity (--cache-mb).");
+  m << "overdrive_tile_cache_capacity_bytes " << cache.capacity_bytes << "\n";
+  metric("overdrive_tile_cache_entries", "gauge", "Tiles in the memory cache.");
+  m << "overdrive_tile_cache_entries " << cache.entries << "\n";
+  metric("overdrive_tile_coalesced_total", "counter",
+         "Tile requests answered with an identical concurrent request's render.");
+  m << "overdrive_tile_coalesced_total " << coalesced.load() << "\n";
+  metric("overdrive_tile_not_modified_total", "counter",
+         "Tile requests answered 304 Not Modified (If-None-Match).");
+  m << "overdrive_tile_not_modified_total " << not_modified.load() << "\n";
+
+  // Histograms of rendered tiles (cache hits, 304s and coalesced requests are counted above).
+  using detail::LatencyHistogram;
+  using detail::TileHistograms;
+  char num[32];
+  auto g = [&num](double v) {
+    std::snprintf(num, sizeof num, "%.9g", v);
+    return num;
+  };
+  for (std::size_t p = 0; p < TileHistograms::kPhases.size(); ++p) {
+    const std::string name =
+        "overdrive_tile_" + std::string(TileHistograms::kPhases[p]) + "_seconds";
+    const std::string help =
+        p + 1 == TileHistograms::kPhases.size()
+            ? "Seconds from a rendered tile's connection waiting for an I/O thread to its "
+              "response, per executor."
+            : "Seconds a rendered tile spent in Server-Timing phase " +
+                  std::string(TileHistograms::kPhases[p]) + ", per executor.";
+    metric(name.c_str(), "histogram", help.c_str());
+    for (std::size_t e = 0; e < executors.size(); ++e) {
+      const LatencyHistogram::Snapshot h = histograms[e].phase[p].snapshot();
+      const std::string label = "executor=\"" + std::string(executors[e]->name()) + "\"";
+      for (std::size_t b = 0; b < LatencyHistogram::kBounds.size(); ++b)
+        m << name << "_bucket{" << label << ",le=\"" << g(LatencyHistogram::kBounds[b]) << "\"} "
+          << h.cumulative[b] << "\n";
+      m << name << "_bucket{" << label << ",le=\"+Inf\"} " << h.count << "\n";
+      m << name << "_sum{" << label << "} " << g(h.sum) << "\n";
+      m << name << "_count{" << label << "} " << h.count << "\n";
+    }
+  }
   return m.str();
 }
 

@@ -131,6 +131,7 @@ TileParse parse_tile_query(std::string_view z, std::string_view x, std::string_v
       q.executor = *e;
     } else if (key == "nonce") {
       if (value.size() > 64) return bad("nonce is longer than 64 characters");
+      q.nonce = true;
     } else {
       return bad("unknown parameter " + quoted(key) +
                  " (valid: iter, size, palette, precision, executor, nonce)");

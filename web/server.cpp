@@ -69,7 +69,8 @@ const TileServer::Impl::Route TileServer::Impl::routes[] = {
 };
 
 TileServer::Impl::Impl(ServerOptions o)
-    : opt(std::move(o)), io_meter(workers_of(opt)), inline_seats(workers_of(opt)) {
+    : opt(std::move(o)), io_meter(workers_of(opt)), inline_seats(workers_of(opt)),
+      tile_cache(opt.cache_bytes) {
   ExecutorOptions eo;
   eo.workers = opt.workers;
   eo.queue_limit = opt.queue_limit;
@@ -77,6 +78,7 @@ TileServer::Impl::Impl(ServerOptions o)
   for (ExecutorKind k : all_executor_kinds())
     executors.push_back(make_executor(k, eo));
   job_seconds.assign(executors.size(), 0.0);
+  histograms = std::make_unique<detail::TileHistograms[]>(executors.size());
   setup_routes();
 }
 

@@ -35,6 +35,9 @@ struct TileQuery {
   TileId tile;
   RenderRequest request;
   std::optional<ExecutorKind> executor; ///< nullopt = the server's default
+  /// The request had a nonce: it bypasses every cache (no ETag, no coalescing, no cache entry,
+  /// Cache-Control: no-store), so the lab always measures a real render.
+  bool nonce = false;
   friend bool operator==(const TileQuery &, const TileQuery &) = default;
 };
 
@@ -45,7 +48,8 @@ struct TileParse {
 };
 
 /// Validates a tile request once, at the edge: path parts z, x, y (y without ".png") and query
-/// parameters (iter, size, palette, precision, executor; nonce is accepted and ignored). Every
+/// parameters (iter, size, palette, precision, executor, nonce: its value is ignored, its presence
+/// sets TileQuery::nonce). Every
 /// other parameter, malformed number, out-of-range value or unknown name is an error.
 TileParse parse_tile_query(std::string_view z, std::string_view x, std::string_view y,
                            const std::multimap<std::string, std::string> &params);
@@ -87,6 +91,12 @@ struct ServerOptions {
   /// Names this server in the X-Overdrive-Replica header of every response and in /api/stats,
   /// so that clients behind a balancer can attribute tiles. Empty = "host:port".
   std::string replica_id;
+  /// Bytes of encoded tiles kept in memory (LRU); 0 = no cache. Off here so that an embedding
+  /// (the in-process bench) measures renders; `overdrive serve` defaults to 64 MiB (--cache-mb).
+  std::size_t cache_bytes = 0;
+  /// Concurrent requests for the same tile (any executor) render once, the others wait for it.
+  /// Off here for the same reason; `overdrive serve` turns it on (--no-coalesce turns it off).
+  bool coalesce = false;
 };
 
 /// The HTTP tile server. Construct, start(), then wait() (or stop() from another thread).

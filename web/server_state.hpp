@@ -1,6 +1,9 @@
 // The tile server's state, shared by the files that each do one of its jobs:
 //   server.cpp        routes (one table), HTTP error mapping, access log, lifecycle
-//   tile_handler.cpp  GET /tile/...: parse, inline seat, submit, Retry-After, Server-Timing
+//   tile_handler.cpp  GET /tile/...: parse, ETag/304, cache, coalescing, inline seat, submit,
+//                     Retry-After, Server-Timing
+//   tile_cache.cpp    the tile's key and ETag, the LRU tile cache, flights, histograms
+//                     (tile_cache.hpp)
 //   introspection.cpp /api/stats, /api/trace, /metrics
 //   connection.cpp    one connection: deadlines, header caps, canned replies (connection.hpp)
 //   io_pool.cpp       the connection thread pool and its meter (io_pool.hpp)
@@ -11,6 +14,7 @@
 #include "web/inline_seats.hpp"
 #include "web/io_pool.hpp"
 #include "web/server.hpp"
+#include "web/tile_cache.hpp"
 
 #include <array>
 #include <atomic>
@@ -74,6 +78,12 @@ struct TileServer::Impl {
   std::mutex ewma_mu;
   std::vector<double> job_seconds;
   std::array<std::atomic<std::uint64_t>, 6> responses{}; ///< 2xx,3xx,4xx(other),429,5xx,503
+  detail::TileCache tile_cache;                          ///< opt.cache_bytes; 0 = off
+  detail::Flights flights;                               ///< used when opt.coalesce
+  std::atomic<std::uint64_t> coalesced{0};    ///< followers answered with a leader's tile
+  std::atomic<std::uint64_t> not_modified{0}; ///< 304 answers
+  /// Per executor (indexed by ExecutorKind): io, queue, render, encode, total of rendered tiles.
+  std::unique_ptr<detail::TileHistograms[]> histograms;
 
   explicit Impl(ServerOptions o);
   static int workers_of(const ServerOptions &o);

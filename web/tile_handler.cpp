@@ -1,6 +1,14 @@
-// GET /tile/Z/X/Y.png: validate (params.cpp), take an inline seat if the executor is inline,
-// submit to the executor, answer 429 + Retry-After at once when it is full, and report where
-// the tile's time went in Server-Timing.
+// GET /tile/Z/X/Y.png: validate (params.cpp); answer 304 to a matching If-None-Match, a cached
+// tile from memory, or an identical request's render (coalescing) without an executor job;
+// otherwise take an inline seat if the executor is inline, submit to the executor, answer 429 +
+// Retry-After at once when it is full, and report where the tile's time went in Server-Timing.
+//
+// Caching (tile_cache.hpp): a tile's bytes depend only on its key (z/x/y, size, iter, palette,
+// precision, kRendererVersion), never on the executor, so every 200 carries a strong ETag (the
+// key) and Cache-Control: public, max-age=31536000, immutable; cache and coalescing ignore the
+// executor too (a tile service wants that; to compare executors the lab sends a nonce). A
+// request with a nonce bypasses every cache: no ETag, Cache-Control: no-store, If-None-Match
+// ignored, never coalesced, never stored, always rendered by the executor it names.
 #include "web/server_state.hpp"
 #include "web/wire.hpp"
 
@@ -14,6 +22,7 @@
 namespace overdrive {
 namespace {
 
+using detail::Flights;
 using detail::ms_between;
 using detail::peer_gone;
 
@@ -21,6 +30,25 @@ std::string fixed3(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.3f", v);
   return buf;
+}
+
+/// Longest a connection thread waits for a tile (its own job, or the identical request it joined).
+/// Jobs always run (shutdown drains): the bound only guards against a bug hanging a thread.
+constexpr auto kTileWaitBound = std::chrono::minutes(10);
+
+constexpr std::string_view kImmutable = "public, max-age=31536000, immutable";
+
+auto metric(std::string_view name, double ms, std::string_view desc = {}) {
+  std::string m = std::string(name) + ";dur=" + fixed3(ms);
+  if (!desc.empty()) m += ";desc=\"" + std::string(desc) + "\"";
+  return m;
+}
+
+/// The PNG as the response body. httplib 0.11 needs it in res.body (its content-provider path
+/// stops writing once the listener closes, which would truncate tiles delivered during a
+/// graceful stop), so this is the one copy a response makes of a shared, cached body.
+void set_png(httplib::Response &res, const std::string &png) {
+  res.set_content(png, "image/png");
 }
 
 struct TileResult {
@@ -35,6 +63,7 @@ struct TileResult {
 } // namespace
 
 void TileServer::Impl::handle_tile(const httplib::Request &req, httplib::Response &res) {
+  const auto t_handler = Clock::now();
   if (shutting_down) {
     res.set_header("Retry-After", "5");
     reply_error(res, 503, "server is shutting down");
@@ -64,6 +93,97 @@ void TileServer::Impl::handle_tile(const httplib::Request &req, httplib::Respons
     return;
   }
   const TileQuery q = *parsed.query;
+  namespace t = wire::timing;
+  namespace h = wire::header;
+  detail::ConnectionClock &connection = detail::this_connection();
+  // The connection's wait for an I/O thread belongs to its first tile.
+  auto connection_wait_ms = [&connection] {
+    return connection.requests++ == 0 ? ms_between(connection.enqueued, connection.started) : 0.0;
+  };
+  // A tile's validator and lifetime, on its 200 and 304 answers only (never on an error).
+  std::string etag;
+  auto set_cache_headers = [&res, &etag, nonce = q.nonce] {
+    if (nonce) {
+      res.set_header("Cache-Control", "no-store");
+      return;
+    }
+    res.set_header("ETag", etag);
+    res.set_header("Cache-Control", std::string(kImmutable));
+  };
+
+  // Tile service: revalidation, cache, coalescing. None of it for a nonce.
+  std::string key;
+  Flights::Ticket ticket;
+  struct Landing { // the leader lands its flight on every path out, with or without a tile
+    Flights &flights;
+    const std::string &key;
+    Flights::Ticket &ticket;
+    ~Landing() {
+      if (ticket.leader) flights.land(key, ticket, {});
+    }
+  } landing{flights, key, ticket};
+  if (!q.nonce) {
+    key = detail::tile_key(q);
+    etag = detail::tile_etag(key);
+    if (req.has_header("If-None-Match") &&
+        detail::etag_matches(req.get_header_value("If-None-Match"), etag)) {
+      not_modified.fetch_add(1, std::memory_order_relaxed);
+      const double io_ms = connection_wait_ms();
+      res.status = 304;
+      set_cache_headers();
+      res.set_header("Server-Timing", metric(t::io, io_ms, "waiting for an I/O thread") + ", " +
+                                          std::string(t::cache) + ";desc=\"not modified\"");
+      res.set_header(std::string(h::cache), "not-modified");
+      detail::log_note().executor = "cache";
+      detail::log_note().timing = "not-modified io=" + fixed3(io_ms) + " ms";
+      return;
+    }
+    if (const auto body = tile_cache.find(key)) {
+      const double io_ms = connection_wait_ms();
+      res.set_header("Server-Timing", metric(t::io, io_ms, "waiting for an I/O thread") + ", " +
+                                          std::string(t::cache) + ";desc=\"hit\"");
+      res.set_header(std::string(h::cache), "hit");
+      set_cache_headers();
+      detail::log_note().executor = "cache";
+      if (opt.access_log) detail::log_note().timing = "hit io=" + fixed3(io_ms) + " ms";
+      set_png(res, *body);
+      return;
+    }
+    if (opt.coalesce) {
+      ticket = flights.join(key);
+      if (!ticket.leader) {
+        const auto w0 = Clock::now();
+        const auto got = Flights::wait(*ticket.flight, w0 + kTileWaitBound);
+        const double waited_ms = ms_between(w0, Clock::now());
+        ticket = {}; // a follower lands nothing
+        if (!got) {
+          reply_error(res, 504,
+                      "the identical tile this request waited for took longer than " +
+                          std::to_string(kTileWaitBound.count()) + " minutes");
+          return;
+        }
+        if (got->png) {
+          coalesced.fetch_add(1, std::memory_order_relaxed);
+          const double io_ms = connection_wait_ms();
+          res.set_header("Server-Timing",
+                         metric(t::io, io_ms, "waiting for an I/O thread") + ", " +
+                             metric(t::coalesced, waited_ms, "waited for an identical tile"));
+          res.set_header(std::string(h::cache), "coalesced");
+          set_cache_headers();
+          res.set_header(std::string(h::executor), got->executor);
+          res.set_header(std::string(h::worker), std::to_string(got->worker));
+          detail::log_note().executor = got->executor;
+          detail::log_note().timing =
+              "coalesced io=" + fixed3(io_ms) + " waited=" + fixed3(waited_ms) + " ms";
+          set_png(res, *got->png);
+          return;
+        }
+        // The leader got no tile (refused, client gone, failed): render on our own, as if
+        // coalescing were off, so that each request still gets its own admission decision.
+      }
+    }
+  }
+
   const ExecutorKind kind = q.executor.value_or(opt.executor);
   Executor &ex = executor(kind);
   detail::log_note().executor = std::string(ex.name());
@@ -71,7 +191,6 @@ void TileServer::Impl::handle_tile(const httplib::Request &req, httplib::Respons
   // Inline renders on this connection's thread: take one of the N inline I/O threads ("seats")
   // for the rest of the connection's life, as N real I/O threads would be taken.
   double seat_wait_ms = 0.0;
-  detail::ConnectionClock &connection = detail::this_connection();
   if (executor_info(kind).runs_on_caller && !connection.on_close) {
     const auto t0 = Clock::now();
     io_meter.queued(+1);
@@ -96,12 +215,14 @@ void TileServer::Impl::handle_tile(const httplib::Request &req, httplib::Respons
   auto conn_fd = std::make_shared<std::atomic<int>>(detail::this_conn().fd);
   auto future = submit_task(
       ex,
-      [this, q, work, conn_fd](const JobContext &ctx) {
+      [this, q, work, conn_fd, flight = ticket.flight](const JobContext &ctx) {
         TileResult r;
         r.worker = ctx.worker();
         r.queue_ms = ms_between(ctx.submitted(), ctx.started());
-        if (peer_gone(conn_fd->load())) {
-          // Nobody will read this tile: skip the render, count it as cancelled.
+        // Nobody will read this tile (its client left and no identical request waits for it):
+        // skip the render, count it as cancelled.
+        if (peer_gone(conn_fd->load()) &&
+            (!flight || flight->followers.load(std::memory_order_relaxed) == 0)) {
           ctx.mark_cancelled();
           r.cancelled = true;
           return r;
@@ -153,9 +274,7 @@ void TileServer::Impl::handle_tile(const httplib::Request &req, httplib::Respons
                                     std::to_string(s.queue_limit) + "); retry later");
     return;
   }
-  // The job always runs (shutdown drains); the bound only guards against a bug hanging a
-  // connection thread forever.
-  if (future->wait_for(std::chrono::minutes(10)) != std::future_status::ready) {
+  if (future->wait_for(kTileWaitBound) != std::future_status::ready) {
     conn_fd->store(-1);
     reply_error(res, 504, "tile took longer than 10 minutes");
     return;
@@ -173,14 +292,15 @@ void TileServer::Impl::handle_tile(const httplib::Request &req, httplib::Respons
     const double s = (r.work_ms + r.render_ms + r.encode_ms) / 1000.0;
     m = m == 0.0 ? s : 0.8 * m + 0.2 * s;
   }
-  double io_ms = seat_wait_ms;
-  if (connection.requests++ == 0) io_ms += ms_between(connection.enqueued, connection.started);
-  namespace t = wire::timing;
-  auto metric = [](std::string_view name, double ms, std::string_view desc = {}) {
-    std::string m = std::string(name) + ";dur=" + fixed3(ms);
-    if (!desc.empty()) m += ";desc=\"" + std::string(desc) + "\"";
-    return m;
-  };
+  const auto png = std::make_shared<const std::string>(r.png.begin(), r.png.end());
+  if (!q.nonce) {
+    tile_cache.insert(key, png);
+    if (ticket.leader) {
+      flights.land(key, ticket, {png, std::string(ex.name()), r.worker});
+      ticket = {};
+    }
+  }
+  const double io_ms = seat_wait_ms + connection_wait_ms();
   std::string timing =
       metric(t::io, io_ms, "waiting for an I/O thread") + ", " + metric(t::queue, r.queue_ms) +
       ", " + metric(t::render, r.work_ms + r.render_ms) + ", " + metric(t::encode, r.encode_ms);
@@ -191,15 +311,24 @@ void TileServer::Impl::handle_tile(const httplib::Request &req, httplib::Respons
   if (r.runq_ms)
     timing += ", " + metric(t::runq, *r.runq_ms, "waiting for a core (part of render)");
   res.set_header("Server-Timing", timing);
-  res.set_header(std::string(wire::header::executor), std::string(ex.name()));
-  res.set_header(std::string(wire::header::worker), std::to_string(r.worker));
-  res.set_header("Cache-Control", "public, max-age=3600");
+  res.set_header(std::string(h::executor), std::string(ex.name()));
+  res.set_header(std::string(h::worker), std::to_string(r.worker));
+  res.set_header(std::string(h::cache), q.nonce ? "bypass" : "miss");
+  set_cache_headers();
   detail::log_note().timing = "worker=" + std::to_string(r.worker) + " io=" + fixed3(io_ms) +
                               " queue=" + fixed3(r.queue_ms) +
                               " render=" + fixed3(r.work_ms + r.render_ms) +
                               " encode=" + fixed3(r.encode_ms) + " cpu=" + fixed3(r.cpu_ms) +
                               (r.runq_ms ? " runq=" + fixed3(*r.runq_ms) : std::string()) + " ms";
-  res.set_content(std::string(r.png.begin(), r.png.end()), "image/png");
+  {
+    // Total: from the connection's wait for a thread (io) to the response, this handler included.
+    const double total_ms = io_ms - seat_wait_ms + ms_between(t_handler, Clock::now());
+    detail::TileHistograms &hist = histograms[static_cast<std::size_t>(kind)];
+    const double phase_ms[] = {io_ms, r.queue_ms, r.work_ms + r.render_ms, r.encode_ms, total_ms};
+    for (std::size_t i = 0; i < hist.phase.size(); ++i)
+      hist.phase[i].observe(phase_ms[i] / 1000.0);
+  }
+  set_png(res, *png);
 }
 
 } // namespace overdrive

@@ -20,6 +20,12 @@ inline constexpr std::string_view cpu = "cpu";
 /// Part of render spent runnable but not running: waiting for a core that was busy elsewhere.
 /// Absent where the kernel does not report it (Linux /proc/thread-self/schedstat).
 inline constexpr std::string_view runq = "runq";
+/// A request that joined an identical tile's render instead of rendering (request coalescing):
+/// "coalesced;dur=MS;desc=..." is its wait for that render; it has no queue, render or encode.
+inline constexpr std::string_view coalesced = "coalesced";
+/// A tile answered from the in-memory cache or by 304 Not Modified, no executor involved:
+/// "cache;desc=\"hit\"" or "cache;desc=\"not modified\"" (no dur).
+inline constexpr std::string_view cache = "cache";
 } // namespace timing
 
 /// Response headers of a tile.
@@ -28,10 +34,14 @@ inline constexpr std::string_view executor = "X-Overdrive-Executor";
 inline constexpr std::string_view worker = "X-Overdrive-Worker";
 /// On every response: the replica that answered (ServerOptions::replica_id).
 inline constexpr std::string_view replica = "X-Overdrive-Replica";
+/// How a tile was answered: "miss" (rendered, may be cached), "hit" (from the cache),
+/// "coalesced" (shared an identical request's render), "not-modified" (304), "bypass" (nonce:
+/// rendered, never cached, coalesced or revalidated).
+inline constexpr std::string_view cache = "X-Overdrive-Cache";
 } // namespace header
 
-/// Keys of GET /api/stats: {"now_ns", "options":{...}, "io":{...}, "names":{"executors":[...],
-/// "palettes":[...], "precisions":[...]}, "executors":[{...}]}.
+/// Keys of GET /api/stats: {"now_ns", "options":{...}, "io":{...}, "cache":{...},
+/// "names":{"executors":[...], "palettes":[...], "precisions":[...]}, "executors":[{...}]}.
 namespace stats {
 inline constexpr std::string_view now_ns = "now_ns";
 inline constexpr std::string_view options = "options";
@@ -53,6 +63,18 @@ inline constexpr std::string_view cpu_seconds = "cpu_seconds";   ///< per worker
 inline constexpr std::string_view runq_seconds = "runq_seconds"; ///< per worker, or null: absent
 inline constexpr std::string_view idle_while_waiting_seconds = "idle_while_waiting_seconds";
 inline constexpr std::string_view last_seq = "last_seq";
+/// The "cache" object: tile cache, coalescing and conditional requests.
+inline constexpr std::string_view cache = "cache";
+inline constexpr std::string_view capacity_bytes = "capacity_bytes"; ///< --cache-mb; 0 = off
+inline constexpr std::string_view bytes = "bytes";
+inline constexpr std::string_view entries = "entries";
+inline constexpr std::string_view hits = "hits";
+inline constexpr std::string_view misses = "misses";
+inline constexpr std::string_view evictions = "evictions";
+inline constexpr std::string_view coalesce = "coalesce"; ///< whether coalescing is on
+/// Requests answered with an identical request's render (followers), no job of their own.
+inline constexpr std::string_view coalesced = "coalesced";
+inline constexpr std::string_view not_modified = "not_modified"; ///< 304 answers
 } // namespace stats
 
 /// Keys of each event in GET /api/trace (besides seq, label, worker, submit/start/end_ns, outcome).
