@@ -25,6 +25,7 @@ struct BenchArgs {
     return all;
   }();
   std::string url, path_template;
+  std::vector<std::string> stats_urls;
   int requests = 0, runs = 0, workers = 0, io_threads = 0;
   std::size_t queue_limit = 0;
   std::string work;
@@ -39,7 +40,7 @@ struct BenchArgs {
   // Which options the user gave (CLI11 fills these after parsing).
   std::vector<CLI::Option *> server_only;
   CLI::Option *o_requests, *o_runs, *o_workers, *o_io, *o_work, *o_rate, *o_duration, *o_seed,
-      *o_cost, *o_executors, *o_url, *o_template;
+      *o_cost, *o_executors, *o_url, *o_template, *o_stats;
   CLI::App *cmd = nullptr;
 };
 
@@ -138,7 +139,16 @@ int run_bench_cmd(BenchArgs &a) {
                     " configures the in-process servers; with --url the server is already running");
     if (a.path_template.empty())
       return fail("--url needs --path-template, e.g. '/tile/2/{x}/{y}.png' or '/anything/{i}.png'");
+    for (const std::string &u : a.stats_urls) {
+      const auto su = parse_stats_url(u, why);
+      if (!su) return fail(why);
+      o.stats_urls.push_back(*su);
+    }
+    // A cluster: N is the sum of the replicas' workers, unless --workers says otherwise.
+    if (!o.stats_urls.empty() && a.o_workers->count()) o.model_workers = a.workers;
   } else {
+    if (a.o_stats->count())
+      return fail("--stats-url reads the replicas behind a balancer: it needs --url");
     o.executors.clear();
     std::string list = a.executors;
     for (std::size_t start = 0; start <= list.size();) {
@@ -228,6 +238,12 @@ void add_bench_command(CLI::App &app) {
                       "Comma-separated in-process executors (default " + a->executors + ")");
   a->o_url = cmd->add_option("--url", a->url,
                              "Drive a running loopback server instead, e.g. http://127.0.0.1:8080");
+  a->o_stats =
+      cmd->add_option("--stats-url", a->stats_urls,
+                      "With --url (a balancer): one replica's http://127.0.0.1:PORT[/PREFIX] "
+                      "(its PREFIX/api/stats); repeat per replica. Reports per replica and in "
+                      "total; N = the sum of their workers")
+          ->take_all();
   a->o_template = cmd->add_option("--path-template", a->path_template,
                                   "Request path with {i} {x} {y} {z}, e.g. '/tile/2/{x}/{y}.png'");
   a->o_requests = cmd->add_option("-K,--requests", a->requests,
@@ -237,7 +253,7 @@ void add_bench_command(CLI::App &app) {
                   ->check(CLI::Range(1, 100));
   a->o_workers = cmd->add_option("--workers", a->workers,
                                  "Workers per executor, also N of the model (default 4 for seed, "
-                                 "else the number of cores)")
+                                 "else the number of cores; with --stats-url the replicas' sum)")
                      ->check(CLI::Range(1, 256));
   a->o_io = cmd->add_option("--io-threads", a->io_threads,
                             "Connection threads (default: = workers for inline, 128 for pool/tbb)")

@@ -766,6 +766,244 @@ TEST_CASE("Bench.ExternalServerWithoutServerTiming" * doctest::timeout(120)) {
   CHECK(r.requests[0].bytes == 16);
 }
 
+TEST_CASE("Bench.StatsUrlParses") {
+  std::string why;
+  const auto plain = parse_stats_url("http://127.0.0.1:8081", why);
+  REQUIRE(plain);
+  CHECK(plain->endpoint.port == 8081);
+  CHECK(plain->prefix.empty());
+  CHECK(plain->url == "http://127.0.0.1:8081");
+  const auto prefixed = parse_stats_url("http://localhost:8080/replica/a/", why);
+  REQUIRE(prefixed);
+  CHECK(prefixed->endpoint.port == 8080);
+  CHECK(prefixed->prefix == "/replica/a");
+  CHECK_FALSE(parse_stats_url("http://10.0.0.1:8081", why));
+  CHECK(why.rfind("--stats-url", 0) == 0);
+  CHECK_FALSE(parse_stats_url("http://127.0.0.1:8081/a?b", why));
+  CHECK_FALSE(parse_stats_url("127.0.0.1:8081", why));
+}
+
+namespace {
+
+// /api/stats of one replica, as the server writes it (keys from web/wire.hpp).
+std::string replica_stats(int workers, double pool_idle, double io_idle) {
+  return "{\"now_ns\":1,\"options\":{\"replica\":\"x\",\"default_executor\":\"pool\",\"workers\":" +
+         std::to_string(workers) +
+         ",\"io_threads\":128},\"io\":{\"threads\":128,"
+         "\"idle_while_waiting_seconds\":" +
+         std::to_string(io_idle) +
+         "},\"executors\":[{\"name\":\"inline\",\"workers\":9,\"idle_while_waiting_seconds\":7.0},"
+         "{\"name\":\"pool\",\"workers\":" +
+         std::to_string(workers) + ",\"idle_while_waiting_seconds\":" + std::to_string(pool_idle) +
+         "}]}";
+}
+
+RequestRecord from_replica(int index, const std::string &replica, int status = 200) {
+  RequestRecord r = done_request(index, 100.0 * (index + 1));
+  r.status = status;
+  r.replica = replica;
+  r.executor = "pool";
+  return r;
+}
+
+} // namespace
+
+TEST_CASE("Bench.ClusterAttributionAndIdleSum") {
+  CHECK(*parse_stats_workers(replica_stats(3, 0, 0)) == 3);
+  CHECK_FALSE(parse_stats_workers("{\"io\":{\"workers\":2}}")); // not under options
+  const std::vector<ReplicaInfo> replicas{{"A", "http://127.0.0.1:1", 1},
+                                          {"B", "http://127.0.0.1:2", 2}};
+  CHECK(cluster_workers(replicas) == 3);
+
+  RunResult run;
+  run.requests = {from_replica(0, "A"), from_replica(1, "B"), from_replica(2, "B"),
+                  from_replica(3, "B", 429), from_replica(4, "C")};
+  run.requests.push_back(from_replica(5, "A"));
+  run.requests.back().status = 0; // no answer: attributed to nobody
+  run.requests.back().error = "timeout";
+  const std::vector<std::optional<std::string>> before{replica_stats(1, 1.0, 2.0),
+                                                       replica_stats(2, 0.5, 0.25)};
+  const std::vector<std::optional<std::string>> after{replica_stats(1, 1.5, 2.0),
+                                                      replica_stats(2, 2.0, 1.25)};
+  attribute_replicas(run, replicas, before, after);
+  REQUIRE(run.replicas.size() == 3);
+  CHECK(run.replicas[0].id == "A");
+  CHECK(run.replicas[0].tiles == 1);
+  CHECK(run.replicas[1].id == "B");
+  CHECK(run.replicas[1].tiles == 3);
+  CHECK(run.replicas[1].ok == 2);
+  CHECK(run.replicas[2].id == "C"); // answered but not given: counted, idle unknown
+  CHECK(run.replicas[2].tiles == 1);
+  CHECK_FALSE(run.replicas[2].idle_executor_s);
+  // Each replica's delta of its pool executor (not inline's 7.0) and io.
+  CHECK(*run.replicas[0].idle_executor_s == doctest::Approx(0.5));
+  CHECK(*run.replicas[0].idle_io_s == doctest::Approx(0.0));
+  CHECK(*run.replicas[1].idle_executor_s == doctest::Approx(1.5));
+  CHECK(*run.replicas[1].idle_io_s == doctest::Approx(1.0));
+  // The cluster's: summed over every replica.
+  REQUIRE(run.idle_executor_s);
+  CHECK(*run.idle_executor_s == doctest::Approx(2.0));
+  CHECK(*run.idle_io_s == doctest::Approx(1.0));
+
+  // One replica not read after the run: its share and the total are unknown, not smaller.
+  attribute_replicas(run, replicas, before, {after[0], std::nullopt});
+  CHECK(run.replicas[0].idle_executor_s);
+  CHECK_FALSE(run.replicas[1].idle_executor_s);
+  CHECK_FALSE(run.idle_executor_s);
+  CHECK_THROWS_AS(attribute_replicas(run, replicas, before, {after[0]}), std::invalid_argument);
+
+  // Reported per replica in JSON and in the table.
+  attribute_replicas(run, replicas, before, after);
+  BenchReport rep;
+  rep.options.load.scenario = Scenario::Burst;
+  rep.options.url = Endpoint{"127.0.0.1", 8080};
+  rep.target = "http://127.0.0.1:8080";
+  ExecutorResult e;
+  e.executor = "external";
+  e.workers = cluster_workers(replicas);
+  e.replicas = replicas;
+  e.runs.push_back(run);
+  rep.executors.push_back(e);
+  const std::string json = to_json(rep);
+  for (const char *field :
+       {"\"replicas\":[{\"replica\":\"A\",\"stats_url\":\"http://127.0.0.1:1\",\"workers\":1}",
+        "\"replicas\":[{\"replica\":\"A\",\"tiles\":1,\"ok\":1,\"idle_executor_seconds\":0.500",
+        "{\"replica\":\"B\",\"tiles\":3,\"ok\":2,\"idle_executor_seconds\":1.500,"
+        "\"idle_io_seconds\":1.000}",
+        "\"idle_executor_seconds\":2.000,\"idle_io_seconds\":1.000", "\"replica\":\"C\""})
+    CHECK_MESSAGE(json.find(field) != std::string::npos, field);
+  const std::string table = to_table(rep);
+  CHECK_MESSAGE(table.find("cluster: 2 replicas, N = 3 workers") != std::string::npos, table);
+  CHECK_MESSAGE(table.find("replica B: 2 workers, 3 tiles (2 ok)") != std::string::npos, table);
+  CHECK_MESSAGE(table.find("idle core-s exec+io 1.50+1.00") != std::string::npos, table);
+  CHECK_MESSAGE(table.find("2.00+1.00 (sum over replicas)") != std::string::npos, table);
+}
+
+TEST_CASE("Bench.ReplicaHeaderInAnyCase" * doctest::timeout(120)) {
+  // HAProxy sends header names in lower case: the replica is read whatever the case.
+  httplib::Server other;
+  other.Get(R"(/t/(\d+)\.png)", [](const httplib::Request &req, httplib::Response &res) {
+    res.set_header(req.matches[1] == "0" ? "x-overdrive-replica" : "X-OVERDRIVE-REPLICA",
+                   req.matches[1] == "0" ? "r0" : "r1");
+    res.set_content("png", "image/png");
+  });
+  const int port = other.bind_to_any_port("127.0.0.1");
+  std::thread t([&] { other.listen_after_bind(); });
+  struct Stop {
+    httplib::Server &s;
+    std::thread &t;
+    ~Stop() {
+      s.stop();
+      t.join();
+    }
+  } stop{other, t};
+  REQUIRE(test::eventually([&] { return other.is_running(); }));
+  LoadSpec spec;
+  spec.scenario = Scenario::Burst;
+  spec.requests = 2;
+  spec.path_template = "/t/{i}.png";
+  spec.timeout_s = 30;
+  const RunResult r = run_scenario_once(Endpoint{"127.0.0.1", port}, spec, 1);
+  REQUIRE(r.requests.size() == 2);
+  CHECK(r.requests[0].replica == "r0");
+  CHECK(r.requests[1].replica == "r1");
+}
+
+TEST_CASE("Bench.ClusterOfTwoReplicas" * doctest::timeout(120)) {
+  // No balancer here (tests of the real ones start them): the bench drives each replica
+  // directly with both --stats-url, which is what it does behind a balancer, minus the routing.
+  // A: pool, 2 workers, never idle while a tile waits. B: inline with one I/O thread and a 1 s
+  // keep-alive: the seed's warm connection holds that thread and the new connections wait, so
+  // B's workers sit idle while tiles wait (io idle, seconds).
+  ServerOptions a;
+  a.workers = 2;
+  a.io_threads = 32;
+  a.work = {WorkSpec::Kind::Sleep, 200};
+  a.replica_id = "A";
+  ServerOptions b = a;
+  b.executor = ExecutorKind::Inline;
+  b.workers = 1;
+  b.io_threads = 1;
+  b.keep_alive_timeout_s = 1;
+  b.replica_id = "B";
+  test::LoopbackServer ra(a), rb(b);
+  auto bench = [&](int port) {
+    BenchOptions o;
+    o.url = Endpoint{"127.0.0.1", port};
+    o.load.scenario = Scenario::Seed;
+    o.load.requests = 3;
+    o.load.runs = 1;
+    o.load.timeout_s = 60;
+    o.load.path_template = "/tile/{z}/{x}/{y}.png?iter=32&size=16";
+    o.cost_ms = 200; // no calibration: the model is not what this test checks
+    std::string why;
+    for (int p : {ra.port, rb.port})
+      o.stats_urls.push_back(*parse_stats_url("http://127.0.0.1:" + std::to_string(p), why));
+    return run_bench(o);
+  };
+
+  SUBCASE("through B: every tile is B's, the total idle is A's plus B's") {
+    const BenchReport rep = bench(rb.port);
+    const ExecutorResult &e = rep.executors.at(0);
+    REQUIRE(e.replicas.size() == 2);
+    CHECK(e.replicas[0].id == "A");
+    CHECK(e.replicas[0].workers == 2);
+    CHECK(e.replicas[1].id == "B");
+    CHECK(e.replicas[1].workers == 1);
+    CHECK(e.workers == 3); // N of the model: all workers of the cluster
+    const RunResult &r = e.runs.at(0);
+    CHECK(r.succeeded == 3);
+    for (const auto &q : r.requests)
+      CHECK(q.replica == "B");
+    REQUIRE(r.replicas.size() == 2);
+    CHECK(r.replicas[0].tiles == 0);
+    CHECK(r.replicas[1].tiles == 3);
+    REQUIRE(r.replicas[0].idle_io_s);
+    REQUIRE(r.replicas[1].idle_io_s);
+    REQUIRE(r.idle_io_s);
+    CHECK(*r.replicas[1].idle_io_s > 0.5); // B's workers idle while connections waited
+    CHECK(*r.idle_io_s ==
+          doctest::Approx(*r.replicas[0].idle_io_s + *r.replicas[1].idle_io_s).epsilon(1e-9));
+    CHECK(*r.idle_executor_s ==
+          doctest::Approx(*r.replicas[0].idle_executor_s + *r.replicas[1].idle_executor_s)
+              .epsilon(1e-9));
+    CHECK(*r.idle_io_s > 0.5);
+  }
+  SUBCASE("through A: every tile is A's") {
+    const BenchReport rep = bench(ra.port);
+    const RunResult &r = rep.executors.at(0).runs.at(0);
+    CHECK(r.succeeded == 3);
+    REQUIRE(r.replicas.size() == 2);
+    CHECK(r.replicas[0].tiles == 3);
+    CHECK(r.replicas[1].tiles == 0);
+    REQUIRE(r.idle_executor_s);
+    CHECK(*r.idle_executor_s < 0.2);
+  }
+  SUBCASE("the same replica twice would count its idle twice: refused") {
+    BenchOptions o;
+    o.url = Endpoint{"127.0.0.1", ra.port};
+    o.load.path_template = "/tile/{z}/{x}/{y}.png?iter=32&size=16";
+    o.load.runs = 1;
+    std::string why;
+    for (int i = 0; i < 2; ++i)
+      o.stats_urls.push_back(*parse_stats_url("http://127.0.0.1:" + std::to_string(ra.port), why));
+    CHECK_THROWS_WITH_AS(run_bench(o), doctest::Contains("same replica"), std::runtime_error);
+  }
+  SUBCASE("--workers overrides N") {
+    BenchOptions o;
+    o.url = Endpoint{"127.0.0.1", ra.port};
+    o.load.scenario = Scenario::Burst;
+    o.load.requests = 2;
+    o.load.runs = 1;
+    o.cost_ms = 200;
+    o.model_workers = 7;
+    o.load.path_template = "/tile/{z}/{x}/{y}.png?iter=32&size=16";
+    std::string why;
+    o.stats_urls.push_back(*parse_stats_url("http://127.0.0.1:" + std::to_string(ra.port), why));
+    CHECK(run_bench(o).executors.at(0).workers == 7);
+  }
+}
+
 namespace {
 
 // A short seed run: sleep work keeps the wave length T known and the sleeps the dominant cost.
@@ -855,6 +1093,9 @@ TEST_CASE("Bench.CliValidatesFlags" * doctest::timeout(120)) {
       {"bench --path-template /t/{q}", "placeholder"},
       {"bench --json /no/such/dir/x.json", "does not exist"},
       {"bench --iter 100000 --size 1024", "budget"},
+      {"bench --stats-url http://127.0.0.1:9", "needs --url"},
+      {"bench --url http://127.0.0.1:9 --path-template /t/{i} --stats-url http://10.0.0.1:9",
+       "--stats-url"},
   };
   for (const auto &c : cases) {
     CAPTURE(c.args);
@@ -869,7 +1110,7 @@ TEST_CASE("Bench.CliValidatesFlags" * doctest::timeout(120)) {
                            "--queue-limit", "--work",      "--split",   "--keep-alive-timeout",
                            "--iter",        "--zoom",      "--size",    "--rate",
                            "--duration",    "--seed",      "--timeout", "--json",
-                           "--svg"})
+                           "--svg",         "--stats-url"})
     CHECK_MESSAGE(help.output.find(flag) != std::string::npos, flag);
 }
 

@@ -6,6 +6,7 @@
 #include "bench/loadgen/http_client.hpp"
 #include "bench/loadgen/loadgen.hpp"
 #include "web/server.hpp"
+#include "web/wire.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -21,20 +22,38 @@ namespace {
 
 using detail::fmt;
 
-// /api/stats of a server that may not be ours: nullopt on any failure or a foreign body.
-std::optional<std::string> fetch_stats_json(const Endpoint &ep, double timeout_s) {
+// /api/stats of a server that may not be ours (at PREFIX/api/stats), with the replica that
+// answered (X-Overdrive-Replica, "" if absent): nullopt on any failure or a foreign body.
+struct StatsAnswer {
+  std::string body, replica;
+};
+std::optional<StatsAnswer> fetch_stats(const Endpoint &ep, const std::string &prefix,
+                                       double timeout_s) {
   detail::Connection c;
   const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                            std::chrono::duration<double>(timeout_s));
   if (!c.connect(ep, deadline).empty()) return std::nullopt;
   detail::Response r;
   Clock::time_point sent;
-  std::string body;
-  if (!c.get(ep, "/api/stats", true, deadline, sent, r, &body).empty() || r.status != 200)
+  StatsAnswer a;
+  if (!c.get(ep, prefix + "/api/stats", true, deadline, sent, r, &a.body).empty() ||
+      r.status != 200)
     return std::nullopt;
-  if (body.find("\"idle_while_waiting_seconds\"") == std::string::npos) return std::nullopt;
-  return body;
+  std::string key(1, '"');
+  key.append(wire::stats::idle_while_waiting_seconds).append("\"");
+  if (a.body.find(key) == std::string::npos) return std::nullopt;
+  a.replica = r.header(wire::header::replica);
+  return a;
 }
+
+std::optional<std::string> fetch_stats_json(const Endpoint &ep, double timeout_s) {
+  auto a = fetch_stats(ep, "", timeout_s);
+  if (!a) return std::nullopt;
+  return std::move(a->body);
+}
+
+// Each replica's /api/stats, in --stats-url order (nullopt where it could not be read).
+using StatsSamples = std::vector<std::optional<std::string>>;
 
 // Not reported: starts every worker and some I/O threads, so that run 1 measures the steady
 // state and not thread start-up (TBB starts its workers on first use; under tsan that took
@@ -78,8 +97,7 @@ struct Calibrations {
 };
 
 ExecutorResult run_target(const Endpoint &ep, const BenchOptions &o, LoadSpec spec,
-                          ExecutorResult er,
-                          const std::function<std::optional<std::string>()> &stats,
+                          ExecutorResult er, const std::function<StatsSamples()> &stats,
                           std::optional<std::pair<double, double>> &calibrated,
                           Calibrations &calibrations) {
   // Only tbb splits a tile; an external server is taken at its word (--split).
@@ -116,23 +134,27 @@ ExecutorResult run_target(const Endpoint &ep, const BenchOptions &o, LoadSpec sp
     er.rate = spec.rate;
   }
   for (int r = 1; r <= spec.runs; ++r) {
-    const auto before_json = stats();
+    const StatsSamples before_json = stats();
     RunResult run = run_scenario_once(ep, spec, r);
     // Let the server see the client's connections close before reading its counters.
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    const auto after_json = stats();
-    // The executor under test: ours by construction, or whatever served an external run's tiles.
-    std::string name = er.executor;
-    for (const auto &q : run.requests)
-      if (name == "external" && !q.executor.empty()) name = q.executor;
-    std::optional<IdleSample> before, after;
-    if (before_json && after_json) {
-      before = parse_idle_sample(*before_json, name);
-      after = parse_idle_sample(*after_json, name);
-    }
-    if (before && after) {
-      run.idle_executor_s = after->executor_seconds - before->executor_seconds;
-      run.idle_io_s = after->io_seconds - before->io_seconds;
+    const StatsSamples after_json = stats();
+    if (!er.replicas.empty()) {
+      // A cluster: per replica, summed over all of them.
+      attribute_replicas(run, er.replicas, before_json, after_json);
+    } else if (before_json.size() == 1 && after_json.size() == 1 && before_json[0] &&
+               after_json[0]) {
+      // The executor under test: ours by construction, or whatever served an external run's
+      // tiles.
+      std::string name = er.executor;
+      for (const auto &q : run.requests)
+        if (name == "external" && !q.executor.empty()) name = q.executor;
+      const auto before = parse_idle_sample(*before_json[0], name);
+      const auto after = parse_idle_sample(*after_json[0], name);
+      if (before && after) {
+        run.idle_executor_s = after->executor_seconds - before->executor_seconds;
+        run.idle_io_s = after->io_seconds - before->io_seconds;
+      }
     }
     analyze_run(run, spec.scenario, model, spec.duration_s);
     if (o.progress) {
@@ -262,9 +284,39 @@ BenchReport run_bench(const BenchOptions &o) {
     ExecutorResult er;
     er.executor = "external";
     er.workers = o.server.workers;
-    // Only our own server answers /api/stats with idle counters; ask once whether this is one.
-    std::function<std::optional<std::string>()> stats = [] { return std::optional<std::string>{}; };
-    if (fetch_stats_json(*o.url, 5.0)) stats = [ep = *o.url] { return fetch_stats_json(ep, 5.0); };
+    std::function<StatsSamples()> stats = [] { return StatsSamples{}; };
+    if (!o.stats_urls.empty()) {
+      // A cluster behind the balancer at --url: each replica's counters and workers, directly.
+      for (const StatsUrl &su : o.stats_urls) {
+        const auto a = fetch_stats(su.endpoint, su.prefix, 5.0);
+        if (!a)
+          throw std::runtime_error("--stats-url " + su.url +
+                                   ": no /api/stats of overdrive serve at " + su.prefix +
+                                   "/api/stats");
+        const auto workers = parse_stats_workers(a->body);
+        if (!workers)
+          throw std::runtime_error("--stats-url " + su.url + ": /api/stats has no options.workers");
+        ReplicaInfo info{a->replica.empty() ? su.url : a->replica, su.url, *workers};
+        for (const ReplicaInfo &seen : er.replicas)
+          if (seen.id == info.id)
+            throw std::runtime_error("--stats-url " + su.url + " and " + seen.stats_url +
+                                     " are the same replica '" + info.id +
+                                     "' (its idle would count twice)");
+        er.replicas.push_back(std::move(info));
+      }
+      er.workers = o.model_workers.value_or(cluster_workers(er.replicas));
+      stats = [urls = o.stats_urls] {
+        StatsSamples out;
+        for (const StatsUrl &su : urls) {
+          auto a = fetch_stats(su.endpoint, su.prefix, 5.0);
+          out.push_back(a ? std::optional<std::string>(std::move(a->body)) : std::nullopt);
+        }
+        return out;
+      };
+    } else if (fetch_stats_json(*o.url, 5.0)) {
+      // Only our own server answers /api/stats with idle counters; ask once whether this is one.
+      stats = [ep = *o.url] { return StatsSamples{fetch_stats_json(ep, 5.0)}; };
+    }
     report.executors.push_back(
         run_target(*o.url, o, spec, std::move(er), stats, calibrated, calibrations));
     return report;
@@ -304,7 +356,7 @@ BenchReport run_bench(const BenchOptions &o) {
     er.executor = name;
     er.workers = server.executor(*kind).workers();
     er.io_threads = so.io_threads;
-    auto stats = [&server]() { return std::optional<std::string>(server.stats_json()); };
+    std::function<StatsSamples()> stats = [&server] { return StatsSamples{server.stats_json()}; };
     report.executors.push_back(run_target(Endpoint{"127.0.0.1", port}, o, spec, std::move(er),
                                           stats, calibrated, calibrations));
     server.stop();

@@ -21,7 +21,8 @@ using Clock = std::chrono::steady_clock;
 /// Version of the JSON written by to_json(const BenchReport&); bump on incompatible changes.
 /// Version 2: counts sent/answered/shed/failed, efficiency over all requests sent, the serial
 /// calibration, the model used and the model-error flag. Fields added since, without a bump:
-/// server.cpu_ms and server.runq_ms per request.
+/// server.cpu_ms and server.runq_ms per request; with --stats-url, "replica" per request and
+/// "replicas" per executor and per run.
 inline constexpr int json_schema_version = 2;
 
 /// Fraction of a wave subtracted from it when deciding whether a request was needlessly late.
@@ -111,6 +112,16 @@ struct Endpoint {
 /// Parses http://HOST:PORT[/] where HOST is localhost or 127.x.y.z. On failure returns nullopt
 /// and sets error to a one-line reason (non-loopback hosts are refused by design).
 std::optional<Endpoint> parse_loopback_url(std::string_view url, std::string &error);
+
+/// Where one replica's /api/stats is read: an endpoint and a path prefix ("" or "/r/a": the
+/// counters at PREFIX/api/stats, e.g. through a balancer that routes a per-replica prefix).
+struct StatsUrl {
+  Endpoint endpoint;
+  std::string prefix; ///< Empty, or starts with '/' and does not end with one
+  std::string url;    ///< As given (for reports)
+};
+/// Parses http://HOST:PORT[/PREFIX] (loopback as parse_loopback_url). nullopt + error on failure.
+std::optional<StatsUrl> parse_stats_url(std::string_view url, std::string &error);
 /// Checks a path template: starts with '/', no spaces or control characters, and placeholders
 /// only among {i} {x} {y} {z}. Returns an empty string if fine, else the reason.
 std::string check_path_template(std::string_view tmpl);
@@ -134,6 +145,7 @@ struct RequestRecord {
   std::string error; ///< Transport error or timeout, empty if none
   ServerTiming server;
   std::string executor;  ///< X-Overdrive-Executor, if sent
+  std::string replica;   ///< X-Overdrive-Replica, if sent: the replica that answered
   int worker = -1;       ///< X-Overdrive-Worker, if sent
   std::size_t bytes = 0; ///< Body bytes
   // Filled by analyze_run:
@@ -152,6 +164,23 @@ struct RequestRecord {
 struct IdleSample {
   double executor_seconds = 0; ///< idle_while_waiting_seconds of the executor under test
   double io_seconds = 0;       ///< io.idle_while_waiting_seconds
+};
+
+/// One replica of a cluster behind a balancer (--stats-url), as read before the runs.
+struct ReplicaInfo {
+  std::string id;        ///< X-Overdrive-Replica of its /api/stats answer (else the URL)
+  std::string stats_url; ///< As given
+  int workers = 0;       ///< options.workers of its /api/stats
+};
+
+/// One replica's share of one run.
+struct ReplicaRun {
+  std::string id;
+  int tiles = 0; ///< Requests answered by it (any status), by X-Overdrive-Replica
+  int ok = 0;    ///< Of which 2xx
+  /// Delta of its /api/stats over the run (the executor that served the run's tiles); nullopt
+  /// when a sample is missing.
+  std::optional<double> idle_executor_s, idle_io_s;
 };
 
 /// The calibrated cost of one tile path (ms): median of serial requests on the idle server.
@@ -213,7 +242,12 @@ struct RunResult {
   std::optional<double> p50_ms, p90_ms, p99_ms, throughput_rps, offered_rps;
   double max_send_lag_ms = 0; ///< Worst (sent - scheduled) of the generator itself
   // Our server only:
-  std::optional<double> idle_executor_s, idle_io_s; ///< Delta of /api/stats over the run
+  /// Delta of /api/stats over the run; with --stats-url the sum over every replica (nullopt if
+  /// any replica's sample is missing: a partial sum would pass for the cluster's).
+  std::optional<double> idle_executor_s, idle_io_s;
+  /// With --stats-url: one per replica (in --stats-url order), then any replica that answered
+  /// tiles but was not given (its idle counters unknown), then "" for answers without the header.
+  std::vector<ReplicaRun> replicas;
 };
 
 /// Parameters of the load (the client side).
@@ -257,6 +291,18 @@ void analyze_run(RunResult &run, Scenario scenario, const ModelSpec &model, doub
 
 /// Extracts the idle-while-waiting counters of `executor` (and io) from /api/stats JSON.
 std::optional<IdleSample> parse_idle_sample(std::string_view stats_json, std::string_view executor);
+/// options.workers of /api/stats JSON (the workers of the server's default executor).
+std::optional<int> parse_stats_workers(std::string_view stats_json);
+/// The workers of a cluster: the sum of its replicas' workers.
+int cluster_workers(const std::vector<ReplicaInfo> &replicas) noexcept;
+/// Fills run.replicas and the run's idle totals from the records' X-Overdrive-Replica and each
+/// replica's /api/stats JSON before and after the run (same order as `replicas`; nullopt = not
+/// read). A replica's idle is read for the executor that served its tiles, or, for a replica
+/// that served none, the executor that served most of the run's tiles. The totals are the sums
+/// of the executor and of the io idle over all replicas.
+void attribute_replicas(RunResult &run, const std::vector<ReplicaInfo> &replicas,
+                        const std::vector<std::optional<std::string>> &before,
+                        const std::vector<std::optional<std::string>> &after);
 
 // ---------------------------------------------------------------------------------------------
 // The whole benchmark.
@@ -278,6 +324,10 @@ struct BenchOptions {
   ServerSpec server;
   std::vector<std::string> executors = all_executor_names();
   std::optional<Endpoint> url; ///< Drive this server instead of in-process ones
+  /// With url: each replica's /api/stats (a cluster behind the balancer at url).
+  std::vector<StatsUrl> stats_urls;
+  /// With stats_urls: N of the model instead of the sum of the replicas' workers.
+  std::optional<int> model_workers;
   std::optional<double> cost_ms;
   std::optional<double> rate_fraction; ///< Open loop: rate as a fraction of capacity (workers/T)
   std::function<void(const std::string &)> progress; ///< One line per run, e.g. to stderr
@@ -295,6 +345,7 @@ struct ExecutorResult {
   std::optional<double> rate; ///< Open loop: the rate used
   bool split = false;         ///< The model's split (only tbb splits, or an external server)
   std::optional<Calibration> calibration;
+  std::vector<ReplicaInfo> replicas; ///< With --stats-url, in that order
   std::vector<RunResult> runs;
 };
 

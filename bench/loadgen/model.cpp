@@ -10,6 +10,7 @@
 #include <charconv>
 #include <cmath>
 #include <functional>
+#include <iterator>
 #include <numeric>
 #include <queue>
 #include <random>
@@ -295,6 +296,31 @@ std::optional<Endpoint> parse_loopback_url(std::string_view url, std::string &er
   return e;
 }
 
+std::optional<StatsUrl> parse_stats_url(std::string_view url, std::string &error) {
+  constexpr std::string_view scheme = "http://";
+  std::string_view base = url, prefix;
+  if (url.substr(0, scheme.size()) == scheme)
+    if (const auto slash = url.find('/', scheme.size()); slash != std::string_view::npos) {
+      base = url.substr(0, slash);
+      prefix = url.substr(slash);
+      while (!prefix.empty() && prefix.back() == '/')
+        prefix.remove_suffix(1);
+    }
+  for (const char c : prefix)
+    if (static_cast<unsigned char>(c) <= ' ' || c == '?' || c == '#' || c == '%') {
+      error = "--stats-url: the path prefix '" + std::string(prefix) +
+              "' may not contain spaces, control characters, '?', '#' or '%'";
+      return std::nullopt;
+    }
+  auto ep = parse_loopback_url(base, error);
+  if (!ep) {
+    // The reasons name --url; here the flag is --stats-url.
+    if (error.rfind("--url", 0) == 0) error = "--stats-url" + error.substr(5);
+    return std::nullopt;
+  }
+  return StatsUrl{*ep, std::string(prefix), std::string(url)};
+}
+
 std::string check_path_template(std::string_view tmpl) {
   if (tmpl.empty() || tmpl.front() != '/') return "--path-template must start with '/'";
   for (std::size_t i = 0; i < tmpl.size(); ++i) {
@@ -374,6 +400,96 @@ std::optional<IdleSample> parse_idle_sample(std::string_view json, std::string_v
   const auto io_v = number_after(io), ex_v = number_after(ex);
   if (!io_v || !ex_v) return std::nullopt;
   return IdleSample{*ex_v, *io_v};
+}
+
+std::optional<int> parse_stats_workers(std::string_view json) {
+  namespace k = wire::stats;
+  std::string options(1, '"');
+  options.append(k::options).append("\":{");
+  std::string workers(1, '"');
+  workers.append(k::workers).append("\":");
+  const auto o = json.find(options);
+  if (o == std::string_view::npos) return std::nullopt;
+  const auto end = json.find('}', o);
+  const auto w = json.find(workers, o);
+  if (w == std::string_view::npos || w > end) return std::nullopt;
+  const auto b = w + workers.size();
+  int v = 0;
+  const auto [p, ec] = std::from_chars(json.data() + b, json.data() + json.size(), v);
+  if (ec != std::errc{} || p == json.data() + b || v < 0) return std::nullopt;
+  return v;
+}
+
+int cluster_workers(const std::vector<ReplicaInfo> &replicas) noexcept {
+  int n = 0;
+  for (const ReplicaInfo &r : replicas)
+    n += r.workers;
+  return n;
+}
+
+void attribute_replicas(RunResult &run, const std::vector<ReplicaInfo> &replicas,
+                        const std::vector<std::optional<std::string>> &before,
+                        const std::vector<std::optional<std::string>> &after) {
+  if (before.size() != replicas.size() || after.size() != replicas.size())
+    throw std::invalid_argument("attribute_replicas: one stats sample per replica");
+  run.replicas.clear();
+  for (const ReplicaInfo &r : replicas)
+    run.replicas.push_back(ReplicaRun{r.id, 0, 0, std::nullopt, std::nullopt});
+  // The executor that served each replica's tiles, and the run's most common one.
+  std::vector<std::pair<std::string, int>> run_executors;
+  std::vector<std::string> executor_of(replicas.size());
+  for (const RequestRecord &q : run.requests) {
+    if (q.status == 0) continue; // no answer, nobody to attribute it to
+    auto it = std::find_if(run.replicas.begin(), run.replicas.end(),
+                           [&](const ReplicaRun &r) { return r.id == q.replica; });
+    if (it == run.replicas.end()) {
+      run.replicas.push_back(ReplicaRun{q.replica, 0, 0, std::nullopt, std::nullopt});
+      it = std::prev(run.replicas.end());
+    }
+    ++it->tiles;
+    it->ok += q.ok() ? 1 : 0;
+    if (q.executor.empty()) continue;
+    const auto i = static_cast<std::size_t>(it - run.replicas.begin());
+    if (i < executor_of.size() && executor_of[i].empty()) executor_of[i] = q.executor;
+    auto e = std::find_if(run_executors.begin(), run_executors.end(),
+                          [&](const auto &p) { return p.first == q.executor; });
+    if (e == run_executors.end())
+      run_executors.emplace_back(q.executor, 1);
+    else
+      ++e->second;
+  }
+  std::string common;
+  int most = 0;
+  for (const auto &[name, n] : run_executors)
+    if (n > most) {
+      common = name;
+      most = n;
+    }
+  double exec_total = 0, io_total = 0;
+  bool complete = !replicas.empty();
+  for (std::size_t i = 0; i < replicas.size(); ++i) {
+    const std::string &name = executor_of[i].empty() ? common : executor_of[i];
+    std::optional<IdleSample> b, a;
+    if (!name.empty() && before[i] && after[i]) {
+      b = parse_idle_sample(*before[i], name);
+      a = parse_idle_sample(*after[i], name);
+    }
+    if (!b || !a) {
+      complete = false;
+      continue;
+    }
+    ReplicaRun &r = run.replicas[i];
+    r.idle_executor_s = a->executor_seconds - b->executor_seconds;
+    r.idle_io_s = a->io_seconds - b->io_seconds;
+    exec_total += *r.idle_executor_s;
+    io_total += *r.idle_io_s;
+  }
+  run.idle_executor_s.reset();
+  run.idle_io_s.reset();
+  if (complete) {
+    run.idle_executor_s = exec_total;
+    run.idle_io_s = io_total;
+  }
 }
 
 const TileCost *Calibration::find(std::string_view path) const {

@@ -37,10 +37,12 @@ const RunResult *representative(const ExecutorResult &e, Scenario s) {
 }
 
 // Sorted latencies grouped into waves: "4×2.00 1×4.00".
-std::string arrival_groups(const RunResult &r, bool seconds, std::size_t max_width = 30) {
+// Only the requests answered by `replica`, when given.
+std::string arrival_groups(const RunResult &r, bool seconds, std::size_t max_width = 30,
+                           const std::string *replica = nullptr) {
   std::vector<double> lat;
   for (const auto &q : r.requests)
-    if (auto l = q.latency_ms()) lat.push_back(*l);
+    if (auto l = q.latency_ms(); l && (!replica || q.replica == *replica)) lat.push_back(*l);
   std::sort(lat.begin(), lat.end());
   if (lat.empty()) return "-";
   const double gap = r.wave_ms ? late_tolerance_fraction * *r.wave_ms : 0.05 * lat.back();
@@ -75,6 +77,28 @@ std::string opt_fmt(const char *f, const std::optional<double> &v, double scale 
 // conditionally built std::optional.
 std::string nan_fmt(const char *f, double v, double scale = 1.0) {
   return std::isnan(v) ? "-" : fmt(f, v * scale);
+}
+
+std::string idle_text(const std::optional<double> &exec, const std::optional<double> &io) {
+  return exec && io ? fmt("%.2f", *exec) + "+" + fmt("%.2f", *io) : std::string("-");
+}
+
+// One line per replica of a run (with --stats-url): who served how many tiles, when they
+// arrived, and that replica's idle while waiting.
+std::string replica_lines(const ExecutorResult &e, const RunResult &r, bool seconds) {
+  std::string out;
+  for (const ReplicaRun &rr : r.replicas) {
+    const auto info = std::find_if(e.replicas.begin(), e.replicas.end(),
+                                   [&](const ReplicaInfo &i) { return i.id == rr.id; });
+    out += pad("", 9) + "  replica " + (rr.id.empty() ? "(no header)" : rr.id) + ": " +
+           (info != e.replicas.end() ? std::to_string(info->workers) + " workers, "
+                                     : "not in "
+                                       "--stats-url, ") +
+           std::to_string(rr.tiles) + " tiles (" + std::to_string(rr.ok) + " ok), arrivals " +
+           arrival_groups(r, seconds, 40, &rr.id) + ", idle core-s exec+io " +
+           idle_text(rr.idle_executor_s, rr.idle_io_s) + "\n";
+  }
+  return out;
 }
 
 } // namespace
@@ -141,6 +165,14 @@ std::string to_table(const BenchReport &rep) {
     out << ", work " << o.server.work << (o.server.split ? ", split" : "") << ", queue limit "
         << o.server.queue_limit << ", keep-alive " << o.server.keep_alive_timeout_s << " s";
   out << ", " << o.load.runs << (o.load.runs == 1 ? " run" : " runs") << "\n";
+  for (const auto &e : rep.executors)
+    if (!e.replicas.empty()) {
+      out << "cluster: " << e.replicas.size() << " replicas, N = " << e.workers << " workers ("
+          << (o.model_workers ? "--workers" : "sum of the replicas' options.workers") << "):";
+      for (const ReplicaInfo &r : e.replicas)
+        out << " " << r.id << " " << r.workers << "w (" << r.stats_url << ")";
+      out << "\n";
+    }
 
   if (closed(sc)) {
     double max_ms = 0;
@@ -183,12 +215,10 @@ std::string to_table(const BenchReport &rep) {
             << pad(r.model_error ? "ERR" : opt_fmt("%.2f", r.efficiency), 6)
             << pad(std::to_string(r.late), 5)
             << pad(std::to_string(r.succeeded) + "/" + std::to_string(r.sent), 8)
-            << pad(std::to_string(r.rejected), 5) << pad(std::to_string(r.failed), 5);
-        if (r.idle_executor_s && r.idle_io_s)
-          out << fmt("%.2f", *r.idle_executor_s) << "+" << fmt("%.2f", *r.idle_io_s);
-        else
-          out << "-";
-        out << "\n";
+            << pad(std::to_string(r.rejected), 5) << pad(std::to_string(r.failed), 5)
+            << idle_text(r.idle_executor_s, r.idle_io_s)
+            << (r.replicas.empty() ? "" : " (sum over replicas)") << "\n";
+        out << replica_lines(e, r, secs);
         if (r.model_error)
           error_lines += pad(e.executor, 9) + "run " + std::to_string(r.run) +
                          ": MODEL ERROR, not a result: efficiency " +
@@ -236,12 +266,9 @@ std::string to_table(const BenchReport &rep) {
             << pad(std::to_string(r.failed + r.rejected - n429), 5)
             << pad(opt_fmt("%.0f", r.p50_ms), 8) << pad(opt_fmt("%.0f", r.p90_ms), 8)
             << pad(opt_fmt("%.0f", r.p99_ms), 8) << pad(opt_fmt("%.1f", r.throughput_rps), 7)
-            << pad(fmt("%.0f", r.max_send_lag_ms), 7);
-        if (r.idle_executor_s && r.idle_io_s)
-          out << fmt("%.2f", *r.idle_executor_s) << "+" << fmt("%.2f", *r.idle_io_s);
-        else
-          out << "-";
-        out << "\n";
+            << pad(fmt("%.0f", r.max_send_lag_ms), 7) << idle_text(r.idle_executor_s, r.idle_io_s)
+            << (r.replicas.empty() ? "" : " (sum over replicas)") << "\n";
+        out << replica_lines(e, r, false);
       }
     for (const auto &e : rep.executors)
       if (const std::string split = render_split_line(e); !split.empty())
@@ -298,6 +325,13 @@ std::string to_json(const BenchReport &rep) {
     j.field("executor", e.executor).field("workers", e.workers).field("io_threads", e.io_threads);
     j.field("path_template", e.path_template);
     j.field("capacity_rps", e.capacity_rps).field("rate", e.rate).field("split", e.split);
+    j.key("replicas").open('[');
+    for (const ReplicaInfo &r : e.replicas) {
+      j.open('{');
+      j.field("replica", r.id).field("stats_url", r.stats_url).field("workers", r.workers);
+      j.close('}');
+    }
+    j.close(']');
     j.key("calibration");
     if (e.calibration) {
       const Calibration &c = *e.calibration;
@@ -362,6 +396,15 @@ std::string to_json(const BenchReport &rep) {
       j.field("throughput_rps", r.throughput_rps).field("offered_rps", r.offered_rps);
       j.field("max_send_lag_ms", r.max_send_lag_ms);
       j.field("idle_executor_seconds", r.idle_executor_s).field("idle_io_seconds", r.idle_io_s);
+      j.key("replicas").open('[');
+      for (const ReplicaRun &rr : r.replicas) {
+        j.open('{');
+        j.field("replica", rr.id).field("tiles", rr.tiles).field("ok", rr.ok);
+        j.field("idle_executor_seconds", rr.idle_executor_s);
+        j.field("idle_io_seconds", rr.idle_io_s);
+        j.close('}');
+      }
+      j.close(']');
       j.key("requests").open('[');
       for (const auto &q : r.requests) {
         j.open('{');
@@ -371,7 +414,8 @@ std::string to_json(const BenchReport &rep) {
         j.field("connected_ms", q.connected_ms).field("sent_ms", q.sent_ms);
         j.field("first_byte_ms", q.first_byte_ms).field("done_ms", q.done_ms);
         j.field("latency_ms", q.latency_ms()).field("status", q.status).field("error", q.error);
-        j.field("executor", q.executor).field("worker", q.worker).field("bytes", q.bytes);
+        j.field("executor", q.executor).field("worker", q.worker).field("replica", q.replica);
+        j.field("bytes", q.bytes);
         j.key("server").open('{');
         j.field("io_ms", q.server.io).field("queue_ms", q.server.queue);
         j.field("render_ms", q.server.render).field("encode_ms", q.server.encode);
@@ -572,6 +616,10 @@ std::string to_svg(const BenchReport &rep) {
         label += std::to_string(q.index);
         label += ' ';
         label += to_string(q.connection);
+        if (!q.replica.empty()) {
+          label += ' ';
+          label += q.replica;
+        }
         if (q.worker >= 0) {
           label += " w";
           label += std::to_string(q.worker);

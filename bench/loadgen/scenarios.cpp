@@ -94,6 +94,7 @@ void perform(const Endpoint &ep, Connection &conn, bool connect_first, bool clos
   rec.bytes = resp.body_bytes;
   rec.server = parse_server_timing(resp.header("server-timing"));
   rec.executor = resp.header(wire::header::executor);
+  rec.replica = resp.header(wire::header::replica);
   const std::string w = resp.header(wire::header::worker);
   int worker = -1;
   if (!w.empty() && std::from_chars(w.data(), w.data() + w.size(), worker).ec == std::errc{})
