@@ -602,3 +602,16 @@ TEST_CASE("Web.MetricsPassPromtoolCheck" * doctest::timeout(60)) {
   CHECK_MESSAGE(status == 0, out);
   CHECK_MESSAGE(out.empty(), out); // lint findings are printed even when the exit code is 0
 }
+
+// stop() right after start() used to leave the listener blocked in accept() for good when the
+// listener thread had not yet marked the server running (cpp-httplib then skips closing it).
+TEST_CASE("Web.StopRightAfterStartReturns" * doctest::timeout(60)) {
+  for (int i = 0; i < 50; ++i) {
+    ServerOptions o = small(1);
+    o.port = 0;
+    o.access_log = false;
+    TileServer server(o);
+    server.start();
+    server.stop();
+  }
+}

@@ -279,6 +279,13 @@ int TileServer::start() {
     im.opt.replica_id = im.opt.host + ":" + std::to_string(im.bound_port);
   im.replica_id = im.opt.replica_id;
   im.listener = std::thread([&im] { im.svr.listen_after_bind(); });
+  // cpp-httplib's stop() closes the listening socket only once listen_internal() has marked the
+  // server running: a stop() before that would leave the listener blocked in accept() for good
+  // (seen: a test that stopped a server right after starting it hung). So return only then.
+  const auto until = Clock::now() + std::chrono::seconds(10);
+  while (!im.svr.is_running() && Clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  if (!im.svr.is_running()) throw std::runtime_error("the listener did not start within 10 s");
   return im.bound_port;
 }
 
