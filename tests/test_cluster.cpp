@@ -292,9 +292,13 @@ long pool_jobs(const Cluster &c, const std::string &id) {
 // nginx-cache: 20 concurrent requests for one uncached tile render once across the cluster
 // (proxy_cache_lock), and a later request is a cache hit that no replica sees.
 TEST_CASE("Cluster.NginxCacheRendersConcurrentMissesOnce" * doctest::timeout(120)) {
-  Cluster c(Balancer::nginx_cache, 2, 1, {"--work", "sleep:300"});
+  // The replicas' own cache and coalescing are off, so only nginx can make this one render; no
+  // nonce, which makes a tile uncacheable (Cache-Control: no-store). Replicas and nginx's cache
+  // directory are new for this test, so the tile is uncached.
+  Cluster c(Balancer::nginx_cache, 2, 1,
+            {"--work", "sleep:300", "--cache-mb", "0", "--no-coalesce"});
   const long before = pool_jobs(c, "r1") + pool_jobs(c, "r2");
-  const std::string path = tile_path(7); // one URL (its nonce included) for every request
+  const std::string path = "/tile/3/2/3.png?size=16&iter=10";
   const auto t0 = SteadyClock::now();
   std::vector<std::future<TileResult>> fs;
   for (int i = 0; i < 20; ++i)
