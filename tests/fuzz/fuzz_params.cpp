@@ -53,7 +53,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     const int s = q.request.view.pixel_width;
     OVERDRIVE_FUZZ_CHECK(s == q.request.view.pixel_height);
     OVERDRIVE_FUZZ_CHECK(s >= Limits::min_tile_size && s <= Limits::max_tile_size);
-    OVERDRIVE_FUZZ_CHECK(q.request.max_iter >= 1 && q.request.max_iter <= Limits::max_tile_iterations);
+    OVERDRIVE_FUZZ_CHECK(q.request.max_iter >= 1 &&
+                         q.request.max_iter <= Limits::max_tile_iterations);
     OVERDRIVE_FUZZ_CHECK(static_cast<std::uint64_t>(s) * static_cast<std::uint64_t>(s) *
                              static_cast<std::uint64_t>(q.request.max_iter) <=
                          Limits::max_tile_work);
