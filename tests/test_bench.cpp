@@ -1101,6 +1101,7 @@ TEST_CASE("Bench.CliValidatesFlags" * doctest::timeout(120)) {
     CAPTURE(c.args);
     const Run r = run_overdrive(c.args);
     CHECK(r.status != 0);
+    CHECK_FALSE(r.sanitizer_report());
     CHECK_MESSAGE(r.output.find(c.says) != std::string::npos, r.output);
   }
   const Run help = run_overdrive("bench --help");

@@ -92,6 +92,7 @@ TEST_CASE("Cli.BadFlagsFailWithOneClearLine") {
     const Run r =
         run_overdrive(c.args + (c.args.find("--out") == std::string::npos ? " --out " + out : ""));
     CHECK(r.status != 0);
+    CHECK_FALSE(r.sanitizer_report());
     CHECK(r.output.find(c.says) != std::string::npos);
     CHECK(r.output.find("Segmentation") == std::string::npos);
   }

@@ -12,6 +12,12 @@ namespace overdrive::test {
 struct Run {
   int status = -1;    ///< exit status, -1 if killed by a signal
   std::string output; ///< stdout and stderr together
+  /// A sanitizer report in the output (ASan, TSan, LSan, UBSan): a test expecting a failing exit
+  /// status must not count one as the failure it wanted.
+  bool sanitizer_report() const {
+    return output.find("Sanitizer") != std::string::npos ||
+           output.find("runtime error:") != std::string::npos;
+  }
 };
 
 inline std::string shell_quote(const std::string &s) {
