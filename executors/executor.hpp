@@ -118,6 +118,11 @@ public:
              const Splitter *splitter = nullptr) noexcept
       : worker_(worker), submitted_(submitted), started_(started), splitter_(splitter),
         owner_(std::this_thread::get_id()), owner_start_(this_thread_cpu_times()) {}
+  /// Runs the when_recorded callback, if any: backends destroy the context only after they
+  /// recorded the job's end.
+  ~JobContext() {
+    if (when_recorded_) when_recorded_();
+  }
   JobContext(const JobContext &) = delete;
   JobContext &operator=(const JobContext &) = delete;
 
@@ -144,6 +149,10 @@ public:
   void mark_cancelled() const noexcept { cancelled_ = true; }
   bool failed() const noexcept { return failed_; }
   bool cancelled() const noexcept { return cancelled_; }
+  /// Runs fn once the executor has recorded the job's end (counters, trace), on the job's
+  /// thread: whoever fn wakes (submit_task's future) then sees the job counted. fn must not
+  /// throw. A later call replaces an earlier one.
+  void when_recorded(std::function<void()> fn) const { when_recorded_ = std::move(fn); }
 
 private:
   /// body(a, b); on a thread other than the job's, its CPU times are added to helpers_.
@@ -158,6 +167,7 @@ private:
   mutable CpuTimes helpers_{0, 0}; ///< Chunks run on other threads (guarded by helpers_mutex_)
   mutable bool failed_ = false;
   mutable bool cancelled_ = false;
+  mutable std::function<void()> when_recorded_;
 };
 
 /// A unit of work. Exceptions escaping it are caught by the executor and counted as failed.
@@ -237,7 +247,8 @@ std::unique_ptr<Executor> make_executor(std::string_view kind, const ExecutorOpt
 
 /// Submits f(const JobContext&) and returns a future of its result, or nullopt if the executor
 /// refused it. An exception thrown by f reaches the future's get(); the job is then counted as
-/// failed.
+/// failed. The future becomes ready only after the executor has recorded the job, so stats()
+/// and trace_since() read right after get() include it.
 template <typename F>
 auto submit_task(Executor &ex, F f, std::string label = {})
     -> std::optional<std::future<std::invoke_result_t<F &, const JobContext &>>> {
@@ -249,13 +260,16 @@ auto submit_task(Executor &ex, F f, std::string label = {})
         try {
           if constexpr (std::is_void_v<R>) {
             fn(ctx);
-            promise->set_value();
+            ctx.when_recorded([promise] { promise->set_value(); });
           } else {
-            promise->set_value(fn(ctx));
+            ctx.when_recorded([promise, result = std::make_shared<R>(fn(ctx))] {
+              promise->set_value(std::move(*result));
+            });
           }
         } catch (...) {
           ctx.mark_failed();
-          promise->set_exception(std::current_exception());
+          ctx.when_recorded(
+              [promise, error = std::current_exception()] { promise->set_exception(error); });
         }
       },
       std::move(label));

@@ -384,6 +384,25 @@ void trace_ring_buffer(ExecutorKind kind) {
   CHECK(ex->stats().last_seq == 10);
 }
 
+// A waiter woken by submit_task's future sees its job counted and traced: the future is made
+// ready after the executor records the job's end, not inside the job.
+void counted_before_future_ready(ExecutorKind kind) {
+  auto ex = make(kind, 2);
+  for (std::uint64_t i = 1; i <= 300; ++i) {
+    auto f = submit_task(*ex, [](const JobContext &) { return 7; });
+    REQUIRE(f.has_value());
+    REQUIRE(f->get() == 7);
+    const ExecutorStats s = ex->stats();
+    REQUIRE(s.completed == i);
+    REQUIRE(s.busy == 0);
+    REQUIRE(s.last_seq == i);
+  }
+  auto failing = submit_task(*ex, [](const JobContext &) -> int { throw std::runtime_error("x"); });
+  REQUIRE(failing.has_value());
+  CHECK_THROWS_AS(failing->get(), std::runtime_error);
+  CHECK(ex->stats().failed == 1);
+}
+
 void for_rows_without_split(ExecutorKind kind) {
   auto ex = make(kind, 2);
   auto calls = submit_task(*ex, [](const JobContext &ctx) {
@@ -502,6 +521,8 @@ OVERDRIVE_FOR_EACH_EXECUTOR("TraceAndCounters", trace_and_counters)
 OVERDRIVE_FOR_EACH_EXECUTOR("TraceRingBufferKeepsNewest", trace_ring_buffer)
 
 OVERDRIVE_FOR_EACH_EXECUTOR("ForRowsWithoutSplitIsOneCall", for_rows_without_split)
+
+OVERDRIVE_FOR_EACH_EXECUTOR("CountedBeforeTheFutureIsReady", counted_before_future_ready)
 
 // One job with split: its rows must run on more than one thread. Each chunk waits (bounded)
 // until two threads have taken rows, so a splitter that stayed on one thread times out.
