@@ -170,7 +170,10 @@ void sigterm_drains_a_replica(Balancer b) {
       eventually([&] { return pool_busy(c.replica(0)) == 1 && pool_busy(c.replica(1)) == 1; }, 10s);
   CHECK(both_busy);
   c.replica(0).process().signal(SIGTERM);
-  // r1 stops taking tiles at once; new tiles go to r2.
+  // Once r1 has taken the signal (its listener closes), it takes no new tile: they go to r2. A
+  // request that reached r1 before that, e.g. on one of nginx's kept-alive connections, is still
+  // served there, as it should be; so wait for the signal to land first.
+  CHECK(eventually([&] { return !accepts_connections(c.replica(0).port()); }, 10s));
   const auto later = burst(c, 4, 100);
   const auto in_flight = first.get();
   check_all_ok(in_flight, c);
