@@ -3,6 +3,7 @@
 // servers (sleep work keeps the runs short and the sleeps the dominant cost, also under tsan).
 #include "bench/loadgen/loadgen.hpp"
 #include "common/loopback_server.hpp"
+#include "common/plain_server.hpp"
 #include "common/run_binary.hpp"
 
 #include <cstdio>
@@ -726,22 +727,13 @@ TEST_CASE("Bench.CalibratedCostIsNotInflatedByOversubscription" * doctest::timeo
 
 TEST_CASE("Bench.ExternalServerWithoutServerTiming" * doctest::timeout(120)) {
   // Any HTTP server with a tile-like route: no Server-Timing, no /api/stats.
-  httplib::Server other;
-  other.Get(R"(/anything/(\d+)\.png)", [](const httplib::Request &, httplib::Response &res) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(30));
-    res.set_content("not really a png", "image/png");
+  test::PlainHttpServer other([](httplib::Server &s) {
+    s.Get(R"(/anything/(\d+)\.png)", [](const httplib::Request &, httplib::Response &res) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      res.set_content("not really a png", "image/png");
+    });
   });
-  const int port = other.bind_to_any_port("127.0.0.1");
-  std::thread t([&] { other.listen_after_bind(); });
-  struct Stop {
-    httplib::Server &s;
-    std::thread &t;
-    ~Stop() {
-      s.stop();
-      t.join();
-    }
-  } stop{other, t};
-  REQUIRE(test::eventually([&] { return other.is_running(); }));
+  const int port = other.port();
 
   BenchOptions o;
   o.url = Endpoint{"127.0.0.1", port};
@@ -881,28 +873,14 @@ TEST_CASE("Bench.ClusterAttributionAndIdleSum") {
 
 TEST_CASE("Bench.ReplicaHeaderInAnyCase" * doctest::timeout(120)) {
   // HAProxy sends header names in lower case: the replica is read whatever the case.
-  httplib::Server other;
-  other.Get(R"(/t/(\d+)\.png)", [](const httplib::Request &req, httplib::Response &res) {
-    res.set_header(req.matches[1] == "0" ? "x-overdrive-replica" : "X-OVERDRIVE-REPLICA",
-                   req.matches[1] == "0" ? "r0" : "r1");
-    res.set_content("png", "image/png");
+  test::PlainHttpServer other([](httplib::Server &s) {
+    s.Get(R"(/t/(\d+)\.png)", [](const httplib::Request &req, httplib::Response &res) {
+      res.set_header(req.matches[1] == "0" ? "x-overdrive-replica" : "X-OVERDRIVE-REPLICA",
+                     req.matches[1] == "0" ? "r0" : "r1");
+      res.set_content("png", "image/png");
+    });
   });
-  const int port = other.bind_to_any_port("127.0.0.1");
-  std::thread t([&] { other.listen_after_bind(); });
-  struct Stop {
-    httplib::Server &s;
-    std::thread &t;
-    ~Stop() {
-      s.stop();
-      t.join();
-    }
-  } stop{other, t};
-  REQUIRE(test::eventually([&] { return other.is_running(); }));
-  // One request alone first: cpp-httplib (not built with tsan) builds function-local statics on
-  // its first parse, which tsan reports as a race when two connections parse at once (the
-  // TileServer does the same warm-up, web/connection.cpp).
-  httplib::Client warm("127.0.0.1", port);
-  REQUIRE(warm.Get("/t/9.png"));
+  const int port = other.port();
   LoadSpec spec;
   spec.scenario = Scenario::Burst;
   spec.requests = 2;
