@@ -89,57 +89,43 @@ void bench_scene(benchmark::State &state, const Scene &s, F kernel, bool rows = 
       benchmark::Counter(px * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
 
-// This CPU's ceiling for the escape loop: 24 independent zmm FMAs per round, so only the FMA
-// ports' throughput limits it. One 8-lane iteration of the loop is 4 such instructions (see
-// render/kernel_simd_asm.hpp), so the ceiling in iterations/s is FMA/s x 8 / 4. Plain asm on fixed
-// registers: this file is built without AVX-512 flags, and it runs only where the CPU has them.
+// This CPU's ceiling for the escape loop: 24 independent FMAs per round on 12 accumulators, so
+// only the FMA ports' throughput limits it. One iteration of the loop is 4 such instructions per
+// lane (see render/kernel_simd_asm.hpp), so the ceiling in iterations/s is FMA/s x lanes / 4.
+// Plain asm on fixed registers, R = "zmm" (8 lanes) or "ymm" (4): this file is built without
+// AVX-512 or AVX2 flags, and each runs only where the CPU has it.
+#define OD_F(R, r) "vfmadd231pd %%" R "12, %%" R "13, %%" R #r "\n\t"
+#define OD_F12(R)                                                                                  \
+  OD_F(R, 0)                                                                                       \
+  OD_F(R, 1) OD_F(R, 2) OD_F(R, 3) OD_F(R, 4) OD_F(R, 5) OD_F(R, 6) OD_F(R, 7) OD_F(R, 8)          \
+      OD_F(R, 9) OD_F(R, 10) OD_F(R, 11)
+#define OD_FMA_ROUNDS(R, init, rounds)                                                             \
+  asm volatile("vbroadcastsd %0, %%" R "12\n\t"                                                    \
+               "vbroadcastsd %1, %%" R "13\n\t"                                                    \
+               ".irp r,0,1,2,3,4,5,6,7,8,9,10,11\n\t"                                              \
+               "vmovapd %%" R "12, %%" R "\\r\n\t"                                                 \
+               ".endr\n\t"                                                                         \
+               "mov %2, %%rcx\n"                                                                   \
+               "1:\n\t" OD_F12(R) OD_F12(R) "dec %%rcx\n\t"                                        \
+                                            "jnz 1b\n\t"                                           \
+                                            "vzeroupper"                                           \
+               :                                                                                   \
+               : "m"(init[0]), "m"(init[1]), "r"(rounds)                                           \
+               : "rcx", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",    \
+                 "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "cc", "memory")
+
 void fma_rounds(long rounds) {
   static const double init[2] = {1.0, 1e-9};
-  asm volatile(
-#define OD_F(r) "vfmadd231pd %%zmm12, %%zmm13, %%zmm" #r "\n\t"
-#define OD_F12                                                                                     \
-  OD_F(0) OD_F(1) OD_F(2) OD_F(3) OD_F(4) OD_F(5) OD_F(6) OD_F(7) OD_F(8) OD_F(9) OD_F(10) OD_F(11)
-      "vbroadcastsd %0, %%zmm12\n\t"
-      "vbroadcastsd %1, %%zmm13\n\t"
-      ".irp r,0,1,2,3,4,5,6,7,8,9,10,11\n\t"
-      "vmovapd %%zmm12, %%zmm\\r\n\t"
-      ".endr\n\t"
-      "mov %2, %%rcx\n"
-      "1:\n\t" OD_F12 OD_F12 "dec %%rcx\n\t"
-      "jnz 1b"
-      :
-      : "m"(init[0]), "m"(init[1]), "r"(rounds)
-      : "rcx", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
-        "xmm10", "xmm11", "xmm12", "xmm13", "cc", "memory");
-#undef OD_F12
-#undef OD_F
+  OD_FMA_ROUNDS("zmm", init, rounds);
 }
 
-// The same for AVX2: 24 independent ymm FMAs per round; one 4-lane iteration of the AVX2 loop is
-// also 4 FMA-pipe instructions, so its ceiling in iterations/s is FMA/s x 4 / 4. Runs only where
-// the CPU has AVX2 and FMA.
 void fma_rounds_avx2(long rounds) {
   static const double init[2] = {1.0, 1e-9};
-  asm volatile(
-#define OD_F(r) "vfmadd231pd %%ymm12, %%ymm13, %%ymm" #r "\n\t"
-#define OD_F12                                                                                     \
-  OD_F(0) OD_F(1) OD_F(2) OD_F(3) OD_F(4) OD_F(5) OD_F(6) OD_F(7) OD_F(8) OD_F(9) OD_F(10) OD_F(11)
-      "vbroadcastsd %0, %%ymm12\n\t"
-      "vbroadcastsd %1, %%ymm13\n\t"
-      ".irp r,0,1,2,3,4,5,6,7,8,9,10,11\n\t"
-      "vmovapd %%ymm12, %%ymm\\r\n\t"
-      ".endr\n\t"
-      "mov %2, %%rcx\n"
-      "1:\n\t" OD_F12 OD_F12 "dec %%rcx\n\t"
-      "jnz 1b\n\t"
-      "vzeroupper"
-      :
-      : "m"(init[0]), "m"(init[1]), "r"(rounds)
-      : "rcx", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
-        "xmm10", "xmm11", "xmm12", "xmm13", "cc", "memory");
+  OD_FMA_ROUNDS("ymm", init, rounds);
+}
+#undef OD_FMA_ROUNDS
 #undef OD_F12
 #undef OD_F
-}
 
 // rounds(n) issues n x 24 FMAs of `lanes` doubles; reports FMA/s and the escape loop's ceiling.
 template <void (*Rounds)(long), int Lanes> void BM_FmaCeiling(benchmark::State &state) {

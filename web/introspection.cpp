@@ -213,23 +213,23 @@ std::string TileServer::Impl::metrics_text() {
   per_exec("overdrive_idle_while_waiting_seconds_total", "counter",
            "Core-seconds a job waited while a worker of its executor was idle.",
            [](const ExecutorStats &s) { return s.idle_while_waiting_seconds; });
-  metric("overdrive_worker_busy_seconds_total", "counter", "Busy time per worker.");
-  for (const auto &s : stats)
-    for (std::size_t w = 0; w < s.busy_seconds.size(); ++w)
-      m << "overdrive_worker_busy_seconds_total{executor=\"" << s.name << "\",worker=\"" << w
-        << "\"} " << s.busy_seconds[w] << "\n";
-  metric("overdrive_worker_cpu_seconds_total", "counter", "CPU time of finished jobs per worker.");
-  for (const auto &s : stats)
-    for (std::size_t w = 0; w < s.cpu_seconds.size(); ++w)
-      m << "overdrive_worker_cpu_seconds_total{executor=\"" << s.name << "\",worker=\"" << w
-        << "\"} " << s.cpu_seconds[w] << "\n";
-  metric("overdrive_worker_runq_seconds_total", "counter",
-         "Run-queue wait (runnable, no core free) of finished jobs per worker.");
-  for (const auto &s : stats)
-    if (s.runq_seconds)
-      for (std::size_t w = 0; w < s.runq_seconds->size(); ++w)
-        m << "overdrive_worker_runq_seconds_total{executor=\"" << s.name << "\",worker=\"" << w
-          << "\"} " << (*s.runq_seconds)[w] << "\n";
+  // One counter per (executor, worker); values(s) is null where the executor has none.
+  auto per_worker = [&](const char *name, const char *help, auto values) {
+    metric(name, "counter", help);
+    for (const auto &s : stats)
+      if (const std::vector<double> *v = values(s))
+        for (std::size_t w = 0; w < v->size(); ++w)
+          m << name << "{executor=\"" << s.name << "\",worker=\"" << w << "\"} " << (*v)[w] << "\n";
+  };
+  per_worker("overdrive_worker_busy_seconds_total", "Busy time per worker.",
+             [](const ExecutorStats &s) { return &s.busy_seconds; });
+  per_worker("overdrive_worker_cpu_seconds_total", "CPU time of finished jobs per worker.",
+             [](const ExecutorStats &s) { return &s.cpu_seconds; });
+  per_worker("overdrive_worker_runq_seconds_total",
+             "Run-queue wait (runnable, no core free) of finished jobs per worker.",
+             [](const ExecutorStats &s) -> const std::vector<double> * {
+               return s.runq_seconds ? &*s.runq_seconds : nullptr;
+             });
   const detail::IoMeter::Snapshot io = io_meter.snapshot();
   metric("overdrive_io_threads", "gauge", "Connection threads (--io-threads).");
   m << "overdrive_io_threads " << opt.io_threads << "\n";
