@@ -94,25 +94,27 @@ void bench_scene(benchmark::State &state, const Scene &s, F kernel, bool rows = 
 // lane (see render/kernel_simd_asm.hpp), so the ceiling in iterations/s is FMA/s x lanes / 4.
 // Plain asm on fixed registers, R = "zmm" (8 lanes) or "ymm" (4): this file is built without
 // AVX-512 or AVX2 flags, and each runs only where the CPU has it.
+// clang-format does not settle on one layout for these macros: kept as written.
+// clang-format off
 #define OD_F(R, r) "vfmadd231pd %%" R "12, %%" R "13, %%" R #r "\n\t"
-#define OD_F12(R)                                                                                  \
-  OD_F(R, 0)                                                                                       \
-  OD_F(R, 1) OD_F(R, 2) OD_F(R, 3) OD_F(R, 4) OD_F(R, 5) OD_F(R, 6) OD_F(R, 7) OD_F(R, 8)          \
-      OD_F(R, 9) OD_F(R, 10) OD_F(R, 11)
-#define OD_FMA_ROUNDS(R, init, rounds)                                                             \
-  asm volatile("vbroadcastsd %0, %%" R "12\n\t"                                                    \
-               "vbroadcastsd %1, %%" R "13\n\t"                                                    \
-               ".irp r,0,1,2,3,4,5,6,7,8,9,10,11\n\t"                                              \
-               "vmovapd %%" R "12, %%" R "\\r\n\t"                                                 \
-               ".endr\n\t"                                                                         \
-               "mov %2, %%rcx\n"                                                                   \
-               "1:\n\t" OD_F12(R) OD_F12(R) "dec %%rcx\n\t"                                        \
-                                            "jnz 1b\n\t"                                           \
-                                            "vzeroupper"                                           \
-               :                                                                                   \
-               : "m"(init[0]), "m"(init[1]), "r"(rounds)                                           \
-               : "rcx", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",    \
-                 "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "cc", "memory")
+#define OD_F12(R)                                                                       \
+  OD_F(R, 0) OD_F(R, 1) OD_F(R, 2) OD_F(R, 3) OD_F(R, 4) OD_F(R, 5)                     \
+  OD_F(R, 6) OD_F(R, 7) OD_F(R, 8) OD_F(R, 9) OD_F(R, 10) OD_F(R, 11)
+#define OD_FMA_ROUNDS(R, init, rounds)                                                  \
+  asm volatile("vbroadcastsd %0, %%" R "12\n\t"                                         \
+               "vbroadcastsd %1, %%" R "13\n\t"                                         \
+               ".irp r,0,1,2,3,4,5,6,7,8,9,10,11\n\t"                                   \
+               "vmovapd %%" R "12, %%" R "\\r\n\t"                                      \
+               ".endr\n\t"                                                              \
+               "mov %2, %%rcx\n"                                                        \
+               "1:\n\t" OD_F12(R) OD_F12(R) "dec %%rcx\n\t"                             \
+               "jnz 1b\n\t"                                                             \
+               "vzeroupper"                                                            \
+               :                                                                       \
+               : "m"(init[0]), "m"(init[1]), "r"(rounds)                               \
+               : "rcx", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", \
+                 "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "cc", "memory")
+// clang-format on
 
 void fma_rounds(long rounds) {
   static const double init[2] = {1.0, 1e-9};
