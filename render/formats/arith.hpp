@@ -5,9 +5,9 @@
 // exact reference. Rounding rules (stated once here, repeated in bench/README.md):
 // - masked:E.M: IEEE-like binary format with M stored mantissa bits, E exponent bits (bias
 //   2^(E-1)-1), gradual underflow, overflow to +-inf, zero exact. Every add/sub/mul is rounded to
-//   nearest, ties to even, once from the exact result (the f64 result is first rounded to odd
-//   with an error-free transformation, so no double rounding, for M <= 51; M = 52 is plain f64
-//   with the exponent clamp). Results below 2^-1021 may be double-rounded (f64's own underflow).
+//   nearest, ties to even, once from the exact result (an error-free transformation gives the
+//   f64 result's error, which breaks its ties on the M-bit grid: no double rounding; M = 52 is
+//   plain f64 with the exponent clamp). Not claimed where f64 itself underflows (< 2^-1000).
 // - fixed:I.F: two's complement, W = I+F bits; add/sub saturate at the ends of the range, mul
 //   forms the exact 2W-bit product and rounds it to F fraction bits to nearest, ties to even,
 //   then saturates.
@@ -33,7 +33,7 @@ class Masked {
 public:
   using T = double;
   Masked(int e_bits, int m_bits) noexcept
-      : m_(m_bits), shift_(52 - m_bits), emin_(2 - (1 << (e_bits - 1))),
+      : shift_(52 - m_bits), emin_(2 - (1 << (e_bits - 1))),
         identity_(e_bits == 11 && m_bits == 52) {
     const int bias = (1 << (e_bits - 1)) - 1;
     two_m_ = std::ldexp(1.0, m_bits);
@@ -42,20 +42,31 @@ public:
     max_finite_ = std::ldexp(2.0 - std::ldexp(1.0, -m_bits), bias);
     min_normal_ = std::ldexp(1.0, emin_);
   }
-  /// x rounded to the format (nearest, ties to even).
-  double round(double x) const noexcept {
+  /// x rounded to the format (nearest, ties to even). err: the sign of exact - x when x is
+  /// itself a rounding of an exact value (0: x is exact); it breaks x's ties the right way, so
+  /// the result is the exact value rounded once (x = RN53(exact) can land on a midpoint of the
+  /// M-bit grid, never cross one, as midpoints are doubles for M <= 51).
+  double round(double x, double err = 0.0) const noexcept {
     if (identity_) return x;
     if (!(std::fabs(x) >= min_normal_)) { // below the normal range (or NaN): fixed quantum
       if (x != x) return x;
       // x 2^(M - emin) in two exact steps (2^(M - emin) alone may overflow), then back.
-      const double t = std::nearbyint(x * two_m_ * inv_min_normal_);
+      const double s = x * two_m_ * inv_min_normal_;
+      double t = std::nearbyint(s);
+      if (err != 0.0 && std::fabs(s - std::trunc(s)) == 0.5)
+        t = err > 0 ? std::ceil(s) : std::floor(s);
       return t * min_normal_ * down_;
     }
     auto u = std::bit_cast<std::uint64_t>(x);
     if (shift_ > 0) {
       const std::uint64_t half = std::uint64_t{1} << (shift_ - 1);
-      u += half - 1 + ((u >> shift_) & 1);
-      u &= ~((std::uint64_t{1} << shift_) - 1);
+      const std::uint64_t low = u & ((std::uint64_t{1} << shift_) - 1);
+      if (low == half && err != 0.0) {
+        u = (err > 0) == (x > 0) ? u + half : u - half; // magnitude up or down
+      } else {
+        u += half - 1 + ((u >> shift_) & 1);
+        u &= ~((std::uint64_t{1} << shift_) - 1);
+      }
     }
     const double r = std::bit_cast<double>(u);
     return std::fabs(r) > max_finite_ ? std::copysign(std::numeric_limits<double>::infinity(), x)
@@ -65,27 +76,21 @@ public:
     const double s = a + b;
     if (shift_ == 0) return round(s);
     const double bb = s - a;
-    const double err = (a - (s - bb)) + (b - bb);
-    return round(to_odd(s, err));
+    return round(s, (a - (s - bb)) + (b - bb));
   }
   double sub(double a, double b) const noexcept { return add(a, -b); }
   double mul(double a, double b) const noexcept {
     const double p = a * b;
     if (shift_ == 0) return round(p);
-    return round(to_odd(p, std::fma(a, b, -p)));
+    return round(p, std::fma(a, b, -p));
   }
   double from(const mpfr_t x) const noexcept {
-    if (shift_ == 0) return round(mpfr_get_d(x, MPFR_RNDN));
-    // Round to odd at 53 bits first (MPFR: truncate and set the sticky bit), then to M bits.
     mpfr_t t;
     mpfr_init2(t, 53);
-    const int inexact = mpfr_set(t, x, MPFR_RNDZ);
-    double d = mpfr_get_d(t, MPFR_RNDN);
+    const int ternary = mpfr_set(t, x, MPFR_RNDN); // > 0: t > x
+    const double d = mpfr_get_d(t, MPFR_RNDN);
     mpfr_clear(t);
-    if (inexact != 0 && (std::bit_cast<std::uint64_t>(d) & 1) == 0)
-      d = std::nextafter(d, d > 0 ? std::numeric_limits<double>::infinity()
-                                  : -std::numeric_limits<double>::infinity());
-    return round(d);
+    return round(d, shift_ == 0 ? 0.0 : static_cast<double>(-ternary));
   }
   static bool escaped(double m) noexcept { return m > 4.0; }
   static double to_double(double a) noexcept { return a; }
@@ -94,15 +99,7 @@ public:
   double min_normal() const noexcept { return min_normal_; }
 
 private:
-  // Round to odd of the exact p + err (p = RN(exact), err exact): the neighbour with an odd last
-  // bit of the two floats around the exact value.
-  static double to_odd(double p, double err) noexcept {
-    if (err == 0.0 || p == 0.0) return p;
-    const auto u = std::bit_cast<std::uint64_t>(p);
-    if (u & 1) return p;
-    return std::bit_cast<double>((err > 0) == (p > 0) ? u + 1 : u - 1);
-  }
-  int m_, shift_, emin_;
+  int shift_, emin_;
   bool identity_;
   double max_finite_ = 0, min_normal_ = 0, two_m_ = 0, inv_min_normal_ = 0, down_ = 0;
 };
