@@ -71,16 +71,13 @@ void posit_value(mpfr_t out, std::uint64_t p, int n) {
   int e = 0;
   for (int j = 0; j < 2; ++j)
     e = 2 * e + (i < bits.size() ? bits[i++] : 0);
-  // value = (1 + f) * 2^(4k + e), f = the remaining bits as a binary fraction.
-  mpfr_set_ui(out, 1, MPFR_RNDN);
-  Mp term(1024);
-  for (int j = 1; i < bits.size(); ++i, ++j) {
-    if (bits[i]) {
-      mpfr_set_ui_2exp(term.v, 1, -j, MPFR_RNDN);
-      mpfr_add(out, out, term.v, MPFR_RNDN);
-    }
-  }
-  mpfr_mul_2si(out, out, 4 * k + e, MPFR_RNDN);
+  // value = (1 + f) * 2^(4k + e), f = the remaining fb bits as a binary fraction.
+  std::uint64_t sig = 1;
+  int fb = 0;
+  for (; i < bits.size(); ++i, ++fb)
+    sig = 2 * sig + static_cast<std::uint64_t>(bits[i]);
+  mpfr_set_ui(out, static_cast<unsigned long>(sig), MPFR_RNDN);
+  mpfr_mul_2si(out, out, 4 * k + e - fb, MPFR_RNDN);
   if (neg) mpfr_neg(out, out, MPFR_RNDN);
 }
 
