@@ -162,7 +162,6 @@ public:
   void set_columns(const mpfr_t *re, int n) override {
     hi_.resize(static_cast<std::size_t>(n));
     lo_.resize(static_cast<std::size_t>(n));
-    scalar_.set_columns(re, n);
     for (int k = 0; k < n; ++k) {
       const DD c = DDArith::from(re[k]);
       hi_[static_cast<std::size_t>(k)] = c.hi;
@@ -182,12 +181,24 @@ public:
     case Isa::Auto:
       break;
     }
-    return scalar_.row(im, max_iter, iters, mag2);
+    std::uint64_t total = 0;
+    for (std::size_t k = 0; k < hi_.size(); ++k) {
+      if (deep_inside(hi_[k], ci.hi)) {
+        iters[k] = static_cast<std::uint32_t>(max_iter);
+        mag2[k] = 0.0f;
+        continue;
+      }
+      double m = 0;
+      const int n = dd_escape({hi_[k], lo_[k]}, ci, max_iter, m);
+      iters[k] = static_cast<std::uint32_t>(n);
+      mag2[k] = static_cast<float>(m);
+      total += static_cast<std::uint64_t>(n);
+    }
+    return total;
   }
 
 private:
   std::vector<double> hi_, lo_;
-  ScalarKernel<DDArith> scalar_{DDArith{}, true};
 };
 
 /// mp:BITS: the loop in MPFR at BITS bits (round to nearest on every operation).
