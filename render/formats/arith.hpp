@@ -52,11 +52,13 @@ public:
     if (!(std::fabs(x) >= min_normal_)) { // below the normal range (or NaN): fixed quantum
       if (x != x) return x;
       // x 2^(M - emin) in two exact steps (2^(M - emin) alone may overflow), then back.
-      const double s = x * two_m_ * inv_min_normal_;
-      double t = std::nearbyint(s);
-      if (err != 0.0 && std::fabs(s - std::trunc(s)) == 0.5)
-        t = err > 0 ? std::ceil(s) : std::floor(s);
-      return t * min_normal_ * down_;
+      // |s| < 2^M <= 2^52: adding and removing 2^52 rounds |s| to an integer, nearest even
+      // (libm's nearbyint is a slow call without SSE4.1).
+      const double s = x * two_m_ * inv_min_normal_, as = std::fabs(s);
+      double t = (as + 0x1p52) - 0x1p52;
+      if (err != 0.0 && std::fabs(as - t) == 0.5) // a tie of x: the exact value decides
+        t = (err > 0) == (s > 0) ? std::ceil(as) : std::floor(as);
+      return std::copysign(t, s) * min_normal_ * down_;
     }
     auto u = std::bit_cast<std::uint64_t>(x);
     if (shift_ > 0) {
