@@ -133,13 +133,14 @@ RenderStats render_rows(const RenderRequest &req, int row_begin, int row_end,
   assert(out.size() == static_cast<std::size_t>(row_end - row_begin) *
                            static_cast<std::size_t>(v.pixel_width) * 3);
   const auto w = static_cast<std::size_t>(v.pixel_width);
-  // Scratch is per call, so concurrent callers never share it. Blocks of about 256K pixels (at
-  // least one row): a 256x256 tile is one block, so rectangle filling sees all of it.
+  // Blocks of about 256K pixels (at least one row): a 256x256 tile is one block, so rectangle
+  // filling sees all of it.
   const int block = std::max(1, std::min(row_end - row_begin, 262144 / v.pixel_width));
   const int context = req.aa > 1 ? 1 : 0; // AA compares each pixel with the rows around it
-  std::vector<std::uint32_t> iters;
-  std::vector<float> mag2;
-  std::vector<std::uint8_t> rgb;
+  // Per-thread scratch, reused across calls (render_rows never re-enters itself on a thread).
+  thread_local std::vector<std::uint32_t> iters;
+  thread_local std::vector<float> mag2;
+  thread_local std::vector<std::uint8_t> rgb;
   RenderStats stats;
   for (int a = row_begin; a < row_end; a += block) {
     const int b = std::min(block + a, row_end);

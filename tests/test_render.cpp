@@ -369,34 +369,34 @@ RenderRequest tile_request(TileId t, int size, int iter) {
 
 } // namespace
 
-TEST_CASE("Render.FillMatchesPlainOnTheFullView") {
-  const RenderStats s = fill_matches_plain(full_view(256, 1000));
-  CHECK(s.filled > 0); // the cardioid and bulbs are mostly filled
-}
-
-TEST_CASE("Render.FillMatchesPlainOnTheSeahorse") {
-  // The seahorse valley of issue 15 (width 1e-5: no exact arithmetic, so fill.cpp takes its
-  // column-by-column path) at a modest size, with the mini-set in its centre.
-  RenderRequest r;
-  r.view = {-0.743643887037151, 0.131825904205330, 1e-5, 160, 160};
-  r.max_iter = 4000;
-  fill_matches_plain(r);
-}
-
 TEST_CASE("Render.FillMatchesPlainOnTilesCrossingTheBoundary") {
-  // Power-of-two tiles (exact arithmetic: fill.cpp's one-call-per-segment path), and an odd size.
-  for (const TileId t : {TileId{2, 1, 1}, TileId{2, 1, 2}, TileId{3, 3, 2}, TileId{5, 9, 12}}) {
+  // Tiles of power-of-two size (fill.cpp needs an exact grid) at 4096+ iterations (its minimum).
+  for (const TileId t : {TileId{2, 1, 1}, TileId{2, 1, 2}, TileId{2, 2, 1}, TileId{3, 3, 2},
+                         TileId{5, 9, 12}, TileId{7, 76, 39}}) {
     CAPTURE(t.z);
     CAPTURE(t.x);
     CAPTURE(t.y);
-    fill_matches_plain(tile_request(t, 128, 2048));
-    fill_matches_plain(tile_request(t, 100, 500));
+    fill_matches_plain(tile_request(t, 128, 4096));
   }
+  // The seahorse valley of issue 15: a zoom-18 tile (width 1.5e-5) holding its mini-set.
+  const RenderStats s = fill_matches_plain(tile_request({18, 115104, 122432}, 512, 8000));
+  CHECK(s.filled > 0);
+}
+
+TEST_CASE("Render.FillIsOffWhereItCannotBeExact") {
+  // Not a power-of-two grid: the plain render, nothing filled.
+  RenderRequest r;
+  r.view = {-0.1226, 0.7449, 0.02, 100, 100};
+  r.max_iter = 5000;
+  RenderStats s;
+  render_image(r, &s);
+  CHECK(s.filled == 0);
+  CHECK(s.computed == s.iterations);
 }
 
 TEST_CASE("Render.FillMatchesPlainInRowBlocks") {
   // render_rows on row ranges (as the CLI's bands and the executors' splits call it).
-  RenderRequest r = tile_request({2, 1, 1}, 96, 800);
+  RenderRequest r = tile_request({2, 1, 1}, 96, 4096);
   const Image whole = render_image(r);
   r.fill = false;
   const Image plain = render_image(r);
@@ -414,11 +414,8 @@ TEST_CASE("Render.FillMatchesPlainInRowBlocks") {
 }
 
 TEST_CASE("Render.FillSkipsAnInteriorTile") {
-  // A tile entirely inside the period-3 bulb: only its border is computed.
-  RenderRequest r;
-  r.view = {-0.1226, 0.7449, 0.02, 256, 256};
-  r.max_iter = 5000;
-  const RenderStats s = fill_matches_plain(r);
+  // Tile 7/76/40 lies entirely inside the period-3 bulb: only its grid lines are computed.
+  const RenderStats s = fill_matches_plain(tile_request({7, 76, 40}, 256, 5000));
   const std::uint64_t all = 256ull * 256 * 5000;
   CHECK(s.iterations == all);
   CHECK(s.computed < all / 20); // < 5% of the pixels' iterations
