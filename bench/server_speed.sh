@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Tile server speed, two builds side by side (issue 15, goal 5). For each round, each binary in
+# turn (alternating, same machine): `overdrive serve --workers 2 --cache-mb 0` (tile cache OFF),
+#   1. wrk -t1 -c8 -d8s /tile/2/1/1.png?iter=512        -> requests/s
+#   2. the 16 tiles of zoom 2 at iter 2048 requested at once (curl --parallel, 16 connections),
+#      time to the last tile, median of 7 bursts            -> ms
+# then medians over rounds and the ratios NEW/OLD. Usage:
+#   bench/server_speed.sh OLD_BINARY NEW_BINARY [ROUNDS (default 3)] [WRK_SECONDS (default 8)]
+# e.g. bench/server_speed.sh /work/old-build/bin/overdrive build/bin/overdrive
+set -euo pipefail
+old=$1 new=$2 rounds=${3:-3} secs=${4:-8}
+for t in wrk curl python3; do command -v $t >/dev/null || { echo "need $t" >&2; exit 1; }; done
+port=$((20000 + RANDOM % 20000))
+pid=
+stop() { if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=; fi; }
+trap stop EXIT
+
+start() { # binary
+  "$1" serve --port "$port" --workers 2 --cache-mb 0 >/dev/null 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do
+    curl -fs -o /dev/null "http://127.0.0.1:$port/tile/0/0/0.png?size=16&iter=1" && return 0
+    sleep 0.1
+  done
+  echo "server $1 did not start" >&2; exit 1
+}
+
+urls=()
+for y in 0 1 2 3; do for x in 0 1 2 3; do
+  urls+=("http://127.0.0.1:$port/tile/2/$x/$y.png?iter=2048" -o /dev/null)
+done; done
+
+burst_ms() { # median of 7 bursts of the 16 tiles at once
+  local samples=()
+  curl -s --no-progress-meter --parallel --parallel-max 16 "${urls[@]}" # warm-up
+  for _ in 1 2 3 4 5 6 7; do
+    local t0 t1
+    t0=$(date +%s%N)
+    curl -s --no-progress-meter --parallel --parallel-immediate --parallel-max 16 "${urls[@]}"
+    t1=$(date +%s%N)
+    samples+=("$(( (t1 - t0) / 1000 ))")
+  done
+  printf '%s\n' "${samples[@]}" | sort -n | sed -n 4p
+}
+
+declare -A rps ms
+for r in $(seq "$rounds"); do
+  for which in old new; do
+    bin=${!which}
+    start "$bin"
+    wrk -t1 -c8 -d2s "http://127.0.0.1:$port/tile/2/1/1.png?iter=512" >/dev/null # warm-up
+    v=$(wrk -t1 -c8 -d"${secs}s" "http://127.0.0.1:$port/tile/2/1/1.png?iter=512" |
+        awk '/Requests\/sec/ {print $2}')
+    b=$(burst_ms)
+    stop
+    rps[$which]+="$v "
+    ms[$which]+="$b "
+    echo "round $r $which: wrk $v req/s, burst $(python3 -c "print(f'{$b/1000:.2f}')") ms" >&2
+  done
+done
+
+python3 - "${rps[old]}" "${rps[new]}" "${ms[old]}" "${ms[new]}" <<'PY'
+import statistics, sys, platform
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+ro, rn, mo, mn = ([float(x) for x in a.split()] for a in sys.argv[1:])
+mo = [x / 1000 for x in mo]; mn = [x / 1000 for x in mn]
+m = statistics.median
+print(f"CPU: {cpu}")
+print(f"{'':34}{'old':>10}{'new':>10}{'new/old':>10}")
+print(f"{'wrk 2/1/1 iter=512 (req/s)':34}{m(ro):10.0f}{m(rn):10.0f}{m(rn)/m(ro):10.2f}x")
+print(f"{'16 tiles z2 iter=2048 (ms, last)':34}{m(mo):10.2f}{m(mn):10.2f}{m(mo)/m(mn):10.2f}x faster")
+PY
