@@ -4,6 +4,9 @@
 #   1. wrk -t1 -c8 -d8s /tile/2/1/1.png?iter=512        -> requests/s
 #   2. the 16 tiles of zoom 2 at iter 2048 requested at once (curl --parallel, 16 connections),
 #      time to the last tile, median of 7 bursts            -> ms
+#   3. the same 16 tiles one at a time (3 passes): the server's own Server-Timing cpu (render
+#      CPU time) + encode per tile, summed over the 16 (minimum per tile), a load-robust
+#      measure of the work per burst               -> ms of CPU
 # then medians over rounds and the ratios NEW/OLD. Usage:
 #   bench/server_speed.sh OLD_BINARY NEW_BINARY [ROUNDS (default 3)] [WRK_SECONDS (default 8)]
 # e.g. bench/server_speed.sh /work/old-build/bin/overdrive build/bin/overdrive
@@ -43,7 +46,18 @@ burst_ms() { # median of 7 bursts of the 16 tiles at once
   printf '%s\n' "${samples[@]}" | sort -n | sed -n 4p
 }
 
-declare -A rps ms
+cpu_ms() { # sum over the 16 tiles of min over 3 passes of Server-Timing cpu + encode
+  for pass in 1 2 3; do
+    for y in 0 1 2 3; do for x in 0 1 2 3; do
+      curl -s -D - -o /dev/null "http://127.0.0.1:$port/tile/2/$x/$y.png?iter=2048" |
+        tr -d '\r' | awk -v t="$x/$y" '/^[Ss]erver-[Tt]iming/ {
+          c = $0; sub(/.*cpu;dur=/, "", c); sub(/[;,].*/, "", c)
+          e = $0; sub(/.*encode;dur=/, "", e); sub(/[;,].*/, "", e); print t, c + e }'
+    done; done
+  done | sort -k1,1 -k2,2n | awk '!seen[$1]++ { s += $2 } END { printf "%.3f", s }'
+}
+
+declare -A rps ms cpu
 for r in $(seq "$rounds"); do
   for which in old new; do
     bin=${!which}
@@ -52,21 +66,26 @@ for r in $(seq "$rounds"); do
     v=$(wrk -t1 -c8 -d"${secs}s" "http://127.0.0.1:$port/tile/2/1/1.png?iter=512" |
         awk '/Requests\/sec/ {print $2}')
     b=$(burst_ms)
+    c=$(cpu_ms)
     stop
+    cpu[$which]+="$c "
     rps[$which]+="$v "
     ms[$which]+="$b "
-    echo "round $r $which: wrk $v req/s, burst $(python3 -c "print(f'{$b/1000:.2f}')") ms" >&2
+    echo "round $r $which: wrk $v req/s, burst $(python3 -c "print(f'{$b/1000:.2f}')") ms, cpu $c ms" >&2
   done
 done
 
-python3 - "${rps[old]}" "${rps[new]}" "${ms[old]}" "${ms[new]}" <<'PY'
+python3 - "${rps[old]}" "${rps[new]}" "${ms[old]}" "${ms[new]}" "${cpu[old]}" "${cpu[new]}" <<'PY'
 import statistics, sys, platform
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-ro, rn, mo, mn = ([float(x) for x in a.split()] for a in sys.argv[1:])
+ro, rn, mo, mn, co, cn = ([float(x) for x in a.split()] for a in sys.argv[1:])
 mo = [x / 1000 for x in mo]; mn = [x / 1000 for x in mn]
 m = statistics.median
 print(f"CPU: {cpu}")
 print(f"{'':34}{'old':>10}{'new':>10}{'new/old':>10}")
 print(f"{'wrk 2/1/1 iter=512 (req/s)':34}{m(ro):10.0f}{m(rn):10.0f}{m(rn)/m(ro):10.2f}x")
 print(f"{'16 tiles z2 iter=2048 (ms, last)':34}{m(mo):10.2f}{m(mn):10.2f}{m(mo)/m(mn):10.2f}x faster")
+print(f"{'  their render+encode CPU (ms)':34}{m(co):10.2f}{m(cn):10.2f}{m(co)/m(cn):10.2f}x less")
+load = open("/proc/loadavg").read().split()[0]
+print(f"load average at the end: {load} (other processes share the cores: only ratios mean much)")
 PY
