@@ -15,7 +15,7 @@ namespace overdrive::detail {
 namespace {
 
 /// A pixel is an edge when some 4-neighbour differs by more than this (|dR| + |dG| + |dB|).
-constexpr int kEdgeThreshold = 96;
+constexpr int kEdgeThreshold = 128;
 
 int diff(const std::uint8_t *a, const std::uint8_t *b) {
   return std::abs(a[0] - b[0]) + std::abs(a[1] - b[1]) + std::abs(a[2] - b[2]);
