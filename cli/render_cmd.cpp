@@ -24,6 +24,7 @@ struct RenderArgs {
   std::string tile;
   std::string size;
   int iter = 1000;
+  int aa = 1;
   std::string palette = "classic";
   std::string precision = "f64";
   std::string isa = "auto";
@@ -84,6 +85,7 @@ std::pair<int, int> parse_size(const std::string &s) {
 RenderRequest build_request(const RenderArgs &a) {
   RenderRequest req;
   req.max_iter = a.iter;
+  req.aa = a.aa;
   if (auto p = parse_palette(a.palette)) req.palette = *p;
   if (auto p = parse_precision(a.precision)) req.precision = *p;
   if (auto i = parse_isa(a.isa)) {
@@ -227,6 +229,10 @@ void add_render_command(CLI::App &app) {
                   "Maximum iterations per pixel (1 to " + std::to_string(Limits::max_iterations) +
                       ", default 1000)")
       ->check(CLI::Range(1, Limits::max_iterations));
+  cmd->add_option("--aa", args->aa,
+                  "Adaptive anti-aliasing: N x N samples for pixels on colour edges (1 to " +
+                      std::to_string(Limits::max_aa) + ", default 1 = off)")
+      ->check(CLI::Range(1, Limits::max_aa));
   cmd->add_option("--palette", args->palette, "Colour palette: " + palette_names())
       ->check(CLI::IsMember(all_palette_names()));
   cmd->add_option("--precision", args->precision,

@@ -1,11 +1,15 @@
-// Geometry, smooth colouring and row rendering. The escape-time loop itself lives behind
-// run_kernel() (kernel.cpp) so that faster kernels can replace it without touching this file.
+// Geometry, smooth colouring and row rendering. render_rows() runs three stages on each block of
+// rows: escape counts (fill.cpp, which enters the kernels of kernel.cpp through count_points()),
+// colours (colour_rgb() below), and, when asked for, adaptive anti-aliasing (aa.cpp).
 #include "render/render.hpp"
+
+#include "render/fill.hpp"
 
 #include <algorithm>
 #include <array>
 #include <cassert>
 #include <cmath>
+#include <cstring>
 
 namespace overdrive {
 
@@ -104,44 +108,77 @@ const Lut &palette_lut(Palette p) {
   return classic;
 }
 
+// The palette as little-endian 0x00BBGGRR words, so that a pixel is one 4-byte store.
+using Lut32 = std::array<std::uint32_t, lut_size + 1>;
+const Lut32 &palette_lut32(Palette p) {
+  auto make = [](Palette q) {
+    Lut32 t{};
+    const Lut &lut = palette_lut(q);
+    for (std::size_t i = 0; i < t.size(); ++i)
+      t[i] = std::uint32_t{lut[i].r} | std::uint32_t{lut[i].g} << 8 | std::uint32_t{lut[i].b} << 16;
+    return t;
+  };
+  static const std::array<Lut32, 4> all{make(Palette::Classic), make(Palette::Fire),
+                                        make(Palette::Ocean), make(Palette::Grey)};
+  return all[static_cast<std::size_t>(p)];
+}
+
 } // namespace
+
+void detail::colour_rgb(const RenderRequest &req, const std::uint32_t *iters, const float *mag2,
+                        std::size_t n, std::uint8_t *rgb) {
+  // Smooth colouring: palette indices (SIMD, identical on every ISA), then a table lookup.
+  thread_local std::vector<std::uint16_t> idx;
+  idx.resize(n);
+  detail::colour_indices(iters, mag2, n, req.max_iter, req.isa, idx.data());
+  if (n == 0) return;
+  const Lut32 &lut = palette_lut32(req.palette);
+  // 4-byte stores 3 bytes apart (each overwrites the spare byte of the one before); the last
+  // pixel is stored byte by byte so nothing is written past rgb + 3n.
+  for (std::size_t k = 0; k + 1 < n; ++k)
+    std::memcpy(rgb + 3 * k, &lut[idx[k]], 4);
+  const std::uint32_t last = lut[idx[n - 1]];
+  rgb[3 * n - 3] = static_cast<std::uint8_t>(last);
+  rgb[3 * n - 2] = static_cast<std::uint8_t>(last >> 8);
+  rgb[3 * n - 1] = static_cast<std::uint8_t>(last >> 16);
+}
 
 RenderStats render_rows(const RenderRequest &req, int row_begin, int row_end,
                         std::span<std::uint8_t> out) {
   const Viewport &v = req.view;
   assert(v.pixel_width > 0 && v.pixel_height > 0 && req.max_iter > 0);
+  assert(req.aa >= 1 && req.aa <= Limits::max_aa);
   assert(0 <= row_begin && row_begin <= row_end && row_end <= v.pixel_height);
   assert(out.size() == static_cast<std::size_t>(row_end - row_begin) *
                            static_cast<std::size_t>(v.pixel_width) * 3);
   const auto w = static_cast<std::size_t>(v.pixel_width);
-  // Scratch is per call, so concurrent callers never share it. Rows go to the kernel in batches
-  // of about 64K pixels (at least one row, at most 32768 wide), so its vectors stay full across
-  // row ends; the counts are those of one row at a time.
-  const int batch = std::max(1, std::min(row_end - row_begin, 65536 / v.pixel_width));
-  std::vector<std::uint32_t> iters(w * static_cast<std::size_t>(batch));
-  std::vector<float> mag2(iters.size());
-  std::vector<double> im(static_cast<std::size_t>(batch));
-  std::vector<std::uint16_t> idx(iters.size());
-  const Lut &lut = palette_lut(req.palette);
+  // Blocks of about 256K pixels (at least one row): a 256x256 tile is one block, so rectangle
+  // filling sees all of it.
+  const int block = std::max(1, std::min(row_end - row_begin, 262144 / v.pixel_width));
+  const int context = req.aa > 1 ? 1 : 0; // AA compares each pixel with the rows around it
+  // Per-thread scratch, reused across calls (render_rows never re-enters itself on a thread).
+  thread_local std::vector<std::uint32_t> iters;
+  thread_local std::vector<float> mag2;
+  thread_local std::vector<std::uint8_t> rgb;
   RenderStats stats;
-  for (int py0 = row_begin; py0 < row_end; py0 += batch) {
-    const int rows = std::min(batch, row_end - py0);
-    for (int r = 0; r < rows; ++r)
-      im[static_cast<std::size_t>(r)] = v.im_at(py0 + r);
-    run_kernel_rows({v.re_at(0), v.pixel_size(), im.data(), rows, v.pixel_width, req.max_iter,
-                     iters.data(), mag2.data()},
-                    req.precision, req.isa);
-    std::uint8_t *dst = out.data() + static_cast<std::size_t>(py0 - row_begin) * w * 3;
-    const std::size_t npx = w * static_cast<std::size_t>(rows);
-    // Smooth colouring: palette indices (SIMD, identical on every ISA), then a table lookup.
-    detail::colour_indices(iters.data(), mag2.data(), npx, req.max_iter, req.isa, idx.data());
-    for (std::size_t k = 0; k < npx; ++k) {
+  for (int a = row_begin; a < row_end; a += block) {
+    const int b = std::min(block + a, row_end);
+    const int lo = std::max(0, a - context), hi = std::min(v.pixel_height, b + context);
+    const std::size_t n = static_cast<std::size_t>(hi - lo) * w;
+    iters.resize(n);
+    mag2.resize(n);
+    detail::count_region(req, lo, hi, iters.data(), mag2.data(), stats); // 1. escape counts
+    for (std::size_t k = static_cast<std::size_t>(a - lo) * w;
+         k < static_cast<std::size_t>(b - lo) * w; ++k)
       stats.iterations += iters[k];
-      const Rgb c = lut[idx[k]];
-      dst[3 * k] = c.r;
-      dst[3 * k + 1] = c.g;
-      dst[3 * k + 2] = c.b;
+    std::uint8_t *dst = out.data() + static_cast<std::size_t>(a - row_begin) * w * 3;
+    if (req.aa == 1) {
+      detail::colour_rgb(req, iters.data(), mag2.data(), n, dst); // 2. colours
+      continue;
     }
+    rgb.resize(n * 3);
+    detail::colour_rgb(req, iters.data(), mag2.data(), n, rgb.data());
+    detail::antialias(req, lo, hi, rgb.data(), a, b, dst, stats); // 3. anti-aliasing
   }
   return stats;
 }

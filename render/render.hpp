@@ -27,6 +27,7 @@ struct Limits {
   /// iter x size^2 budget of one tile: 65536 iterations of a 256x256 tile at most (seconds, not
   /// minutes, even for the scalar kernel on interior-heavy tiles).
   static constexpr std::uint64_t max_tile_work = std::uint64_t{1} << 32;
+  static constexpr int max_aa = 4; ///< Anti-aliasing: at most max_aa x max_aa samples per pixel.
 };
 
 /// Colour maps for escaped points; points inside the set are always black.
@@ -83,6 +84,12 @@ struct RenderRequest {
   Palette palette = Palette::Classic;
   Precision precision = Precision::F64;
   Isa isa = Isa::Auto;
+  /// Adaptive anti-aliasing: pixels whose colour differs from a neighbour's beyond a threshold
+  /// are replaced by the mean of aa x aa samples (1 = off, at most Limits::max_aa).
+  int aa = 1;
+  /// Rectangle filling of interior regions (fill.cpp): the same pixels, less work. Off only to
+  /// compare against the plain render.
+  bool fill = true;
   friend bool operator==(const RenderRequest &, const RenderRequest &) = default;
 };
 
@@ -93,11 +100,20 @@ struct Image {
   std::vector<std::uint8_t> rgb;
 };
 
-/// What a render did; iterations is the sum of escape counts (max_iter for interior points).
+/// What a render did. iterations is the sum of the pixels' escape counts (max_iter for interior
+/// points), the same with or without filling and AA; computed is the sum of the escape counts of
+/// the points actually handed to a kernel (filled pixels excluded, AA samples and context rows
+/// included), i.e. the work done.
 struct RenderStats {
   std::uint64_t iterations = 0;
+  std::uint64_t computed = 0;
+  std::uint64_t filled = 0;       ///< Pixels set to interior by rectangle filling.
+  std::uint64_t supersampled = 0; ///< Pixels replaced by the mean of aa x aa samples.
   RenderStats &operator+=(const RenderStats &o) noexcept {
     iterations += o.iterations;
+    computed += o.computed;
+    filled += o.filled;
+    supersampled += o.supersampled;
     return *this;
   }
 };

@@ -326,3 +326,158 @@ TEST_CASE("Png.RejectsAMismatchedBuffer") {
   std::vector<std::uint8_t> rgb(10);
   CHECK_THROWS_AS(encode_png(rgb, 4, 4), std::invalid_argument);
 }
+
+// ---- rectangle filling and adaptive anti-aliasing -------------------------------------------
+
+namespace {
+
+// Pixels (of 3 bytes) that differ between two images of the same size.
+std::size_t differing_pixels(const Image &a, const Image &b) {
+  REQUIRE(a.rgb.size() == b.rgb.size());
+  std::size_t n = 0;
+  for (std::size_t k = 0; k < a.rgb.size(); k += 3)
+    n += a.rgb[k] != b.rgb[k] || a.rgb[k + 1] != b.rgb[k + 1] || a.rgb[k + 2] != b.rgb[k + 2];
+  return n;
+}
+
+// Renders req with and without rectangle filling; the pixels must match (fill.cpp allows at
+// most 1e-4 of them to differ, for filaments thinner than a pixel) and the iteration totals too.
+RenderStats fill_matches_plain(RenderRequest req) {
+  req.fill = false;
+  RenderStats plain_stats, fill_stats;
+  const Image plain = render_image(req, &plain_stats);
+  req.fill = true;
+  const Image filled = render_image(req, &fill_stats);
+  const auto px = static_cast<double>(req.view.pixel_width) * req.view.pixel_height;
+  const auto diff = differing_pixels(plain, filled);
+  CAPTURE(diff);
+  CHECK(static_cast<double>(diff) <= 1e-4 * px);
+  if (diff == 0) CHECK(fill_stats.iterations == plain_stats.iterations);
+  CHECK(plain_stats.filled == 0);
+  CHECK(plain_stats.computed == plain_stats.iterations);
+  CHECK(fill_stats.computed + fill_stats.filled * static_cast<std::uint64_t>(req.max_iter) ==
+        fill_stats.iterations);
+  return fill_stats;
+}
+
+RenderRequest tile_request(TileId t, int size, int iter) {
+  RenderRequest r;
+  r.view = tile_viewport(t, size);
+  r.max_iter = iter;
+  return r;
+}
+
+} // namespace
+
+TEST_CASE("Render.FillMatchesPlainOnTilesCrossingTheBoundary") {
+  // Tiles of power-of-two size (fill.cpp needs an exact grid) at 4096+ iterations (its minimum).
+  for (const TileId t : {TileId{2, 1, 1}, TileId{2, 1, 2}, TileId{2, 2, 1}, TileId{3, 3, 2},
+                         TileId{5, 9, 12}, TileId{7, 76, 39}}) {
+    CAPTURE(t.z);
+    CAPTURE(t.x);
+    CAPTURE(t.y);
+    fill_matches_plain(tile_request(t, 128, 4096));
+  }
+  // The seahorse valley of issue 15: a zoom-18 tile (width 1.5e-5) holding its mini-set.
+  const RenderStats s = fill_matches_plain(tile_request({18, 115104, 122432}, 512, 8000));
+  CHECK(s.filled > 0);
+}
+
+TEST_CASE("Render.FillIsOffWhereItCannotBeExact") {
+  // Not a power-of-two grid: the plain render, nothing filled.
+  RenderRequest r;
+  r.view = {-0.1226, 0.7449, 0.02, 100, 100};
+  r.max_iter = 5000;
+  RenderStats s;
+  render_image(r, &s);
+  CHECK(s.filled == 0);
+  CHECK(s.computed == s.iterations);
+}
+
+TEST_CASE("Render.FillMatchesPlainInRowBlocks") {
+  // render_rows on row ranges (as the CLI's bands and the executors' splits call it).
+  RenderRequest r = tile_request({2, 1, 1}, 96, 4096);
+  const Image whole = render_image(r);
+  r.fill = false;
+  const Image plain = render_image(r);
+  r.fill = true;
+  std::vector<std::uint8_t> parts(whole.rgb.size());
+  const std::size_t row = 96 * 3;
+  for (int a = 0; a < 96; a += 20) {
+    const int b = std::min(96, a + 20);
+    render_rows(r, a, b,
+                std::span(parts).subspan(static_cast<std::size_t>(a) * row,
+                                         static_cast<std::size_t>(b - a) * row));
+  }
+  CHECK(parts == plain.rgb);
+  CHECK(whole.rgb == plain.rgb);
+}
+
+TEST_CASE("Render.FillSkipsAnInteriorTile") {
+  // Tile 7/76/40 lies entirely inside the period-3 bulb: only its grid lines are computed.
+  const RenderStats s = fill_matches_plain(tile_request({7, 76, 40}, 256, 5000));
+  const std::uint64_t all = 256ull * 256 * 5000;
+  CHECK(s.iterations == all);
+  CHECK(s.computed < all / 20); // < 5% of the pixels' iterations
+}
+
+TEST_CASE("Render.AaOneIsThePlainRender") {
+  RenderRequest r = tile_request({2, 1, 1}, 64, 300);
+  RenderStats s;
+  const Image a = render_image(r, &s);
+  r.aa = 1;
+  CHECK(render_image(r).rgb == a.rgb);
+  CHECK(s.supersampled == 0);
+}
+
+TEST_CASE("Render.AaSmoothsEdgesAndKeepsFlatRegions") {
+  RenderRequest r = tile_request({2, 1, 1}, 96, 400);
+  const Image plain = render_image(r);
+  r.aa = 3;
+  RenderStats s;
+  const Image smooth = render_image(r, &s);
+  REQUIRE(s.supersampled > 0);
+  CHECK(s.supersampled < 96u * 96u / 2); // adaptive: not every pixel
+  // Pixels whose 3x3 neighbourhood is one flat colour in the plain render keep it; some pixels
+  // next to a strong edge change.
+  std::size_t flat = 0, flat_changed = 0, edge = 0, edge_changed = 0;
+  auto at = [](const Image &im, int x, int y) {
+    return im.rgb.data() + (static_cast<std::size_t>(y) * 96 + static_cast<std::size_t>(x)) * 3;
+  };
+  for (int y = 1; y < 95; ++y)
+    for (int x = 1; x < 95; ++x) {
+      int spread = 0;
+      for (int dy = -1; dy <= 1; ++dy)
+        for (int dx = -1; dx <= 1; ++dx)
+          for (int ch = 0; ch < 3; ++ch)
+            spread =
+                std::max(spread, std::abs(at(plain, x + dx, y + dy)[ch] - at(plain, x, y)[ch]));
+      const bool changed = !std::equal(at(plain, x, y), at(plain, x, y) + 3, at(smooth, x, y));
+      if (spread <= 4) {
+        ++flat;
+        flat_changed += changed;
+      } else if (spread >= 128) {
+        ++edge;
+        edge_changed += changed;
+      }
+    }
+  CHECK(flat > 1000);
+  CHECK(flat_changed == 0);
+  REQUIRE(edge > 100);
+  CHECK(edge_changed > edge / 2);
+}
+
+TEST_CASE("Render.AaDoesNotDependOnRowBlocks") {
+  RenderRequest r = tile_request({3, 3, 2}, 64, 500);
+  r.aa = 2;
+  const Image whole = render_image(r);
+  std::vector<std::uint8_t> parts(whole.rgb.size());
+  const std::size_t row = 64 * 3;
+  for (int a = 0; a < 64; a += 7) {
+    const int b = std::min(64, a + 7);
+    render_rows(r, a, b,
+                std::span(parts).subspan(static_cast<std::size_t>(a) * row,
+                                         static_cast<std::size_t>(b - a) * row));
+  }
+  CHECK(parts == whole.rgb);
+}

@@ -124,6 +124,12 @@ TileParse parse_tile_query(std::string_view z, std::string_view x, std::string_v
       if (!p)
         return bad("unknown precision " + quoted(value) + " (valid: " + precision_names() + ")");
       q.request.precision = *p;
+    } else if (key == "aa") {
+      const auto v = parse_u64(value);
+      if (!v || *v < 1 || *v > Limits::max_aa)
+        return bad("aa " + quoted(value) + " must be an integer from 1 to " +
+                   std::to_string(Limits::max_aa) + " (samples per pixel side)");
+      q.request.aa = static_cast<int>(*v);
     } else if (key == "executor") {
       const auto e = parse_executor_kind(value);
       if (!e)
@@ -134,13 +140,16 @@ TileParse parse_tile_query(std::string_view z, std::string_view x, std::string_v
       q.nonce = true;
     } else {
       return bad("unknown parameter " + quoted(key) +
-                 " (valid: iter, size, palette, precision, executor, nonce)");
+                 " (valid: iter, size, palette, precision, aa, executor, nonce)");
     }
   }
+  // Worst case: every pixel an AA edge, aa^2 samples each.
+  const auto aa2 = static_cast<std::uint64_t>(q.request.aa * q.request.aa);
   const auto work = static_cast<std::uint64_t>(size) * static_cast<std::uint64_t>(size) *
-                    static_cast<std::uint64_t>(q.request.max_iter);
+                    static_cast<std::uint64_t>(q.request.max_iter) * aa2;
   if (work > Limits::max_tile_work)
-    return bad("iter x size^2 = " + std::to_string(work) + " exceeds the per-tile budget of " +
+    return bad(std::string(aa2 > 1 ? "iter x size^2 x aa^2 = " : "iter x size^2 = ") +
+               std::to_string(work) + " exceeds the per-tile budget of " +
                std::to_string(Limits::max_tile_work));
   q.request.view = tile_viewport(tile, size);
   out.query = q;

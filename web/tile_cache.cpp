@@ -7,8 +7,9 @@
 namespace overdrive::detail {
 
 std::string tile_key(const TileQuery &q) {
-  // "r1:Z/X/Y:SIZE:ITER:PALETTE:PRECISION". One spelling per tile: params.cpp accepts only
-  // canonical numbers and the names are the parsed enums'.
+  // "r1:Z/X/Y:SIZE:ITER:PALETTE:PRECISION[:aaN]". One spelling per tile: params.cpp accepts only
+  // canonical numbers and the names are the parsed enums'. aa=1 (the default, no AA) adds
+  // nothing, so the keys and ETags of plain tiles stay what they were.
   std::string k(kRendererVersion);
   k += ':';
   k += std::to_string(q.tile.z);
@@ -24,6 +25,7 @@ std::string tile_key(const TileQuery &q) {
   k += to_string(q.request.palette);
   k += ':';
   k += to_string(q.request.precision);
+  if (q.request.aa != 1) k += ":aa" + std::to_string(q.request.aa);
   return k;
 }
 
