@@ -429,8 +429,9 @@ void periodicity_bound(Isa isa, Precision p) {
     const Counts got = rows_view(v, s.max_iter, p, isa, KernelOptions{});
     const std::size_t bad = mismatches(base, got);
     const double frac = static_cast<double>(bad) / static_cast<double>(base.iters.size());
-    MESSAGE(to_string(isa) << " " << to_string(p) << " " << std::string(s.name) << ": " << bad << " mismatches ("
-                           << frac << "), interior " << interior_count(base, s.max_iter));
+    MESSAGE(to_string(isa) << " " << to_string(p) << " " << std::string(s.name) << ": " << bad
+                           << " mismatches (" << frac << "), interior "
+                           << interior_count(base, s.max_iter));
     CHECK(interior_count(base, s.max_iter) > base.iters.size() / 100);
     CHECK(frac < 1e-4);
     // Mismatches are escaping points answered as interior, never the other way round.
