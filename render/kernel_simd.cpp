@@ -192,9 +192,13 @@ template <class S> void kernel(const RowsJob &rj, const KernelOptions &opt, void
   std::int64_t it = 0; // iterations run by phase 2 so far (all lanes step together)
   int live = 0;        // active lanes
   // Periodicity: each lane's saved orbit point and the phase-2 iteration of its next save
-  // (Brent's schedule in blocks of the lane's own: saves after its blocks kPerFirst,
-  // 2 kPerFirst, 4 kPerFirst, ...; every block end compares z with the last save, so a pixel's
-  // answer does not depend on its lane or batch). next_save: the earliest save_at (or earlier).
+  // (Brent-style, in blocks of the lane's own: saves after its blocks 8, 16, 24, 36, 54, 81, ...
+  // (kPerFirst, then windows of half its age, at least kPerFirst); every block end compares z
+  // with the last save, so a pixel's answer does not depend on its lane or batch). Windows grow
+  // without bound, so every period is caught once the orbit has converged; growing by 1.5 rather
+  // than 2 shortens the wait after convergence (seahorse: ~10% fewer iterations per interior
+  // pixel, measured with a scalar model of this schedule). next_save: the earliest save_at (or
+  // earlier).
   PerState<S> ps;
   for (int l = 0; l < kVec * L; ++l) {
     ps.sr[l] = ps.si[l] = std::numeric_limits<T>::quiet_NaN();
@@ -280,7 +284,9 @@ template <class S> void kernel(const RowsJob &rj, const KernelOptions &opt, void
         if (ps.save_at[l] <= it) {
           ps.sr[l] = st.b.zr[l];
           ps.si[l] = st.b.zi[l];
-          ps.save_at[l] = 2 * ps.save_at[l] - (st.start[l] + p1); // twice as far from entry
+          // Windows grow by half the lane's age (in whole blocks), at least kPerFirst blocks.
+          const std::int64_t age = (ps.save_at[l] - (st.start[l] + p1)) / kBlock;
+          ps.save_at[l] += kBlock * (age / 2 > kPerFirst ? age / 2 : kPerFirst);
         }
         if (ps.save_at[l] < next_save) next_save = ps.save_at[l];
       }

@@ -51,7 +51,7 @@ constexpr int kPhase1 = OVERDRIVE_KPHASE1; // iterations with a per-iteration te
 constexpr int kVec = OVERDRIVE_KVEC;       // independent vectors in flight in phase 2
 constexpr int kRerun = 4; // packed vectors of parked lanes re-run side by side (slow path)
 // Periodicity (KernelOptions::periodicity): a phase-2 lane first saves its orbit point after
-// this many of its blocks, then after twice as many, and so on (Brent's doubling schedule).
+// this many of its blocks, then at windows of half its age (kernel_simd.cpp, periodicity).
 constexpr int kPerFirst = 8;
 #if defined(OVERDRIVE_KERNEL_AVX512)
 // Vectors in phase 1 (5 registers of state per vector there). Not a knob: phase 1's AVX-512 asm
