@@ -530,6 +530,9 @@ TEST_CASE("Kernel.PeriodicityNotFooledBySlowEscape.avx2") {
 TEST_CASE("Kernel.PeriodicityNotFooledBySlowEscape.avx512") {
   fooling_points_escape(Isa::Avx512, Precision::F64);
 }
+TEST_CASE("Kernel.PeriodicityNotFooledBySlowEscape.scalar.f32") {
+  fooling_points_escape(Isa::Scalar, Precision::F32);
+}
 TEST_CASE("Kernel.PeriodicityNotFooledBySlowEscape.avx2.f32") {
   fooling_points_escape(Isa::Avx2, Precision::F32);
 }
