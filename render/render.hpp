@@ -138,8 +138,8 @@ struct KernelOptions {
   /// |z_n - z_s|^2 <= (dre * 2^-periodicity_shift)^2 (dre = RowJob::dre, the pixel size; an
   /// exact return always counts, so dre = 0 means exact returns only), is answered max_iter
   /// like a cardioid point. The saved point follows a Brent-style schedule of growing windows, per
-  /// pixel, so a pixel's count does not depend on the batch it ran in (kernel_simd_asm.hpp and
-  /// kernel.cpp state the schedules). Counts differ from kernel_reference's only for pixels that
+  /// pixel, so a pixel's count does not depend on the batch it ran in (kernel_simd.cpp and
+  /// kernel.cpp state the schedules). Counts differ from those with it off only for pixels that
   /// escape after coming back within that tolerance: under 1e-4 of the pixels on the full
   /// view, the seahorse valley and a deep view next to a mini-set (tests/test_kernels.cpp).
   bool periodicity = true;
