@@ -29,6 +29,12 @@ const Scene scenes[] = {
     {"seahorse512", {-0.743643887037151, 0.131825904205330, 1e-5, 512, 512}, 5000},
     // Zoom-2 tile 1/1 (re -1.5..-0.5, im 0..1), the dearest of the 16.
     {"z2tile256", tile_viewport({2, 1, 1}, 256), 256},
+    // Issue 15's scene: the seahorse valley at full size and depth; 7% of its pixels (the
+    // period-39 mini-set in the middle) never escape and carry most of its iterations.
+    {"seahorse1024", {-0.743643887037151, 0.131825904205330, 1e-5, 1024, 1024}, 20000},
+    // A deep tile entirely inside that mini-set's cardioid (nucleus -0.7436423016578859 +
+    // 0.13182651981259472i): every pixel interior, none in the main cardioid or bulb.
+    {"interior256", {-0.7436423016578859, 0.13182651981259472, 2e-7, 256, 256}, 20000},
 };
 
 // Renders every row of the scene through one kernel; returns the sum of escape counts.
@@ -68,6 +74,8 @@ std::uint64_t run_scene_rows(const Scene &s, std::vector<std::uint32_t> &it,
 }
 
 // rows: the kernel sees batches of rows (run_kernel_rows) instead of one row per call.
+// Kernel names: /noskip = no interior skipping and no periodicity, /skip = the cardioid and bulb
+// test only, /per = the defaults (skipping and periodicity detection).
 template <class F>
 void bench_scene(benchmark::State &state, const Scene &s, F kernel, bool rows = false,
                  Precision p = Precision::F64, Isa isa = Isa::Auto, KernelOptions opt = {}) {
@@ -271,20 +279,21 @@ void register_all() {
     for (const Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
       if (!isa_supported(isa)) continue;
       for (const Precision p : {Precision::F64, Precision::F32})
-        for (const bool skip : {false, true}) {
+        for (const int mode : {0, 1, 2}) {
           if (isa == Isa::Scalar && p == Precision::F32) continue;
+          const KernelOptions opt{mode >= 1, mode == 2};
+          const char *suffix[] = {"/noskip", "/skip", "/per"};
           const std::string name = "Kernel/" + sc + "/" + std::string(to_string(isa)) + "/" +
-                                   std::string(to_string(p)) + (skip ? "/skip" : "/noskip");
-          benchmark::RegisterBenchmark(name.c_str(), [&s, isa, p, skip](benchmark::State &st) {
-            bench_scene(st, s,
-                        [=](const RowJob &j) { run_kernel(j, p, isa, KernelOptions{skip}); });
+                                   std::string(to_string(p)) + suffix[mode];
+          benchmark::RegisterBenchmark(name.c_str(), [&s, isa, p, opt](benchmark::State &st) {
+            bench_scene(st, s, [=](const RowJob &j) { run_kernel(j, p, isa, opt); });
           })->Unit(benchmark::kMillisecond);
           // Batches of rows per call (render_rows' path); scalar is the same loop per row.
           if (isa == Isa::Scalar) continue;
           benchmark::RegisterBenchmark((name + "/rows").c_str(), [&s, isa, p,
-                                                                  skip](benchmark::State &st) {
+                                                                  opt](benchmark::State &st) {
             bench_scene(
-                st, s, [](const RowJob &) {}, true, p, isa, KernelOptions{skip});
+                st, s, [](const RowJob &) {}, true, p, isa, opt);
           })->Unit(benchmark::kMillisecond);
         }
     }

@@ -64,16 +64,59 @@ bool in_cardioid_or_bulb(double x, double y) noexcept {
   return (x + 1.0) * (x + 1.0) + y * y < 0.0625;
 }
 
-// Scalar kernels with interior skipping: the reference loop per remaining pixel (a row of one
-// pixel at re0 + k * dre computes exactly the same c as the full row).
-template <class T> void scalar_skipping(const RowJob &job, void (*loop)(const RowJob &)) noexcept {
+// The reference loop with periodicity detection (KernelOptions::periodicity), per pixel: Brent's
+// schedule, z is saved at iterations 1, 2, 4, 8, ... and every iteration compares z with the last
+// saved point; |z_n - z_s|^2 <= tol2 answers max_iter. Otherwise exactly the reference's steps
+// and escape test, so counts differ from it only where that test fires on an escaping orbit.
+template <class T> void periodic_loop(const RowJob &job, T tol2) noexcept {
+  for (int k = 0; k < job.n; ++k) {
+    const T cr = static_cast<T>(job.re0 + k * job.dre);
+    const T ci = static_cast<T>(job.im);
+    T zr = 0, zi = 0, zr2 = 0, zi2 = 0, sr = 0, si = 0;
+    int n = 0, save = 1;
+    bool periodic = false;
+    while (n < job.max_iter) {
+      zi = T(2) * zr * zi + ci;
+      zr = zr2 - zi2 + cr;
+      zr2 = zr * zr;
+      zi2 = zi * zi;
+      ++n;
+      if (zr2 + zi2 > T(4)) break;
+      const T dr = zr - sr, di = zi - si;
+      if (dr * dr + di * di <= tol2) {
+        periodic = true;
+        break;
+      }
+      if (n == save) {
+        sr = zr;
+        si = zi;
+        save = save < (1 << 29) ? 2 * save : save;
+      }
+    }
+    job.iters[k] = static_cast<std::uint32_t>(periodic ? job.max_iter : n);
+    job.mag2[k] = periodic ? 0.0f : static_cast<float>(zr2 + zi2);
+  }
+}
+
+// Scalar kernels with interior skipping and/or periodicity: per remaining pixel the reference
+// loop, or the periodic one (a row of one pixel at re0 + k * dre computes exactly the same c as
+// the full row).
+template <class T>
+void scalar_skipping(const RowJob &job, void (*loop)(const RowJob &),
+                     const KernelOptions &opt) noexcept {
+  const double tol = std::ldexp(std::abs(job.dre), -KernelOptions::periodicity_shift);
+  const T tol2 = static_cast<T>(tol * tol);
   for (int k = 0; k < job.n; ++k) {
     const double cr = job.re0 + k * job.dre;
-    if (in_cardioid_or_bulb(static_cast<T>(cr), static_cast<T>(job.im))) {
+    if (opt.skip_interior && in_cardioid_or_bulb(static_cast<T>(cr), static_cast<T>(job.im))) {
       job.iters[k] = static_cast<std::uint32_t>(job.max_iter);
       job.mag2[k] = 0.0f;
     } else {
-      loop({cr, job.dre, job.im, 1, job.max_iter, job.iters + k, job.mag2 + k});
+      const RowJob one{cr, job.dre, job.im, 1, job.max_iter, job.iters + k, job.mag2 + k};
+      if (opt.periodicity)
+        periodic_loop<T>(one, tol2);
+      else
+        loop(one);
     }
   }
 }
@@ -141,7 +184,7 @@ void run_kernel_rows(const RowsJob &job, Precision precision, Isa isa,
   if (job.n <= 0 || job.rows <= 0) return;
   const Isa use = isa == Isa::Auto ? best_isa() : cap(isa);
   const bool f32 = precision == Precision::F32;
-  using Simd = void (*)(const RowsJob &, bool, void *);
+  using Simd = void (*)(const RowsJob &, const KernelOptions &, void *);
   Simd simd = nullptr;
   int bytes = 0;
   switch (use) {
@@ -165,7 +208,7 @@ void run_kernel_rows(const RowsJob &job, Precision precision, Isa isa,
       const std::size_t off = static_cast<std::size_t>(r) * static_cast<std::size_t>(job.n);
       simd({job.re0, job.dre, job.im + r, std::min(per, job.rows - r), job.n, job.max_iter,
             job.iters + off, job.mag2 + off},
-           options.skip_interior, s);
+           options, s);
     }
     return;
   }
@@ -173,12 +216,12 @@ void run_kernel_rows(const RowsJob &job, Precision precision, Isa isa,
     const std::size_t off = static_cast<std::size_t>(r) * static_cast<std::size_t>(job.n);
     const RowJob row{job.re0,      job.dre,         job.im[r],     job.n,
                      job.max_iter, job.iters + off, job.mag2 + off};
-    if (!options.skip_interior) {
+    if (!options.skip_interior && !options.periodicity) {
       (f32 ? kernel_reference_f32 : kernel_reference)(row);
     } else if (f32) {
-      scalar_skipping<float>(row, kernel_reference_f32);
+      scalar_skipping<float>(row, kernel_reference_f32, options);
     } else {
-      scalar_skipping<double>(row, kernel_reference);
+      scalar_skipping<double>(row, kernel_reference, options);
     }
   }
 }

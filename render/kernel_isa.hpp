@@ -20,12 +20,13 @@ namespace overdrive::detail {
 int kernel_scratch_bytes_avx2(int n);
 int kernel_scratch_bytes_avx512(int n);
 
-/// Escape counts of job (run_kernel_rows semantics), with interior skipping when skip_interior.
-/// job.rows * job.n must fit an int: the caller splits larger jobs.
-void kernel_f64_avx2(const RowsJob &job, bool skip_interior, void *scratch);
-void kernel_f32_avx2(const RowsJob &job, bool skip_interior, void *scratch);
-void kernel_f64_avx512(const RowsJob &job, bool skip_interior, void *scratch);
-void kernel_f32_avx512(const RowsJob &job, bool skip_interior, void *scratch);
+/// Escape counts of job (run_kernel_rows semantics), with the interior skipping and the
+/// periodicity detection that options ask for. job.rows * job.n must fit an int: the caller
+/// splits larger jobs.
+void kernel_f64_avx2(const RowsJob &job, const KernelOptions &options, void *scratch);
+void kernel_f32_avx2(const RowsJob &job, const KernelOptions &options, void *scratch);
+void kernel_f64_avx512(const RowsJob &job, const KernelOptions &options, void *scratch);
+void kernel_f32_avx512(const RowsJob &job, const KernelOptions &options, void *scratch);
 
 // ---- colour_simd.cpp -----------------------------------------------------------------------
 

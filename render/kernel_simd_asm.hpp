@@ -206,6 +206,64 @@ inline __attribute__((always_inline)) typename S::V mag(typename S::V zr, typena
   "jl 1b\n"                                                                 \
   "2:\n\t" OD_ALL(OD_STORE, px)
 #endif
+// Periodicity (KernelOptions::periodicity): after each block's escape test, every lane's z is
+// compared with its saved orbit point (PerState sr, si, addressed from %[q]): |z - s|^2 <= tol2
+// (a memory operand; NaN in s, as in idle lanes and lanes before their first save, never
+// matches). If a lane matches, the asm returns and the caller answers it; the saves themselves
+// (Brent's schedule, per lane) are done by the caller too, which makes the asm return at the
+// next save by lowering due. Field f of vector v: 0 sr, 1 si.
+#define OD_QOFF(f, v) #f "*" OD_KV "*" OD_VB "+" #v "*" OD_VB "(%[q])"
+#if defined(OVERDRIVE_KERNEL_AVX512)
+#define OD_PER_INIT "kxorw %%k2, %%k2, %%k2\n\t"
+#define OD_PER(v, i, px)                                                    \
+  "vsub" px " " OD_QOFF(0, v) ", %%zmm" #v ", %%zmm16\n\t"                  \
+  "vsub" px " " OD_QOFF(1, v) ", %%zmm" #i ", %%zmm17\n\t"                  \
+  "vmul" px " %%zmm17, %%zmm17, %%zmm17\n\t"                               \
+  "vfmadd231" px " %%zmm16, %%zmm16, %%zmm17\n\t"                          \
+  "vcmple_oq" px " %[tol], %%zmm17, %%k1\n\t"                              \
+  "korw %%k1, %%k2, %%k2\n\t"
+#define OD_PER_TEST(px) "kortestw %%k2, %%k2\n\t"
+// As OD_BLOCKS, with the periodicity test after each block's escape test (and its parking).
+#define OD_BLOCKS_PER(px, PARK)                                             \
+  "vmova" px " %[four], " OD_R OD_FOUR "\n\t"                               \
+  "vxor" px " %%zmm19, %%zmm19, %%zmm19\n\t"                                \
+  OD_ALL(OD_LOAD, px)                                                       \
+  OD_BLOCK_BODY(px)                                                         \
+  "jnz 3f\n"                                                                \
+  "4:\n\t"                                                                  \
+  OD_PER_INIT OD_ALL(OD_PER, px) OD_PER_TEST(px)                            \
+  "jnz 2f\n\t"                                                              \
+  "cmp %[due], %[it]\n\t"                                                   \
+  "jl 1b\n\t"                                                               \
+  "jmp 2f\n"                                                                \
+  "3:\n\t"                                                                  \
+  "lea -" OD_KB "(%[it]), %[t]\n\t"                                         \
+  "vpbroadcastq %[t], %%zmm20\n\t"                                          \
+  OD_ALL(PARK, px)                                                          \
+  "cmp %[wake], %[parked]\n\t"                                              \
+  "jl 4b\n"                                                                 \
+  "2:\n\t" OD_ALL(OD_STORE, px)
+#else
+#define OD_PER_INIT "vxorpd " OD_R OD_ACC ", " OD_R OD_ACC ", " OD_R OD_ACC "\n\t"
+#define OD_PER(v, i, px)                                                    \
+  "vsub" px " " OD_QOFF(0, v) ", %%ymm" #v ", %%ymm12\n\t"                  \
+  "vsub" px " " OD_QOFF(1, v) ", %%ymm" #i ", %%ymm13\n\t"                  \
+  "vmul" px " %%ymm13, %%ymm13, %%ymm13\n\t"                               \
+  "vfmadd231" px " %%ymm12, %%ymm12, %%ymm13\n\t"                          \
+  "vcmple_oq" px " %[tol], %%ymm13, %%ymm13\n\t"                           \
+  "vorpd %%ymm13, " OD_R OD_ACC ", " OD_R OD_ACC "\n\t"
+#define OD_PER_TEST(px) "vtest" px " " OD_R OD_ACC ", " OD_R OD_ACC "\n\t"
+#define OD_BLOCKS_PER(px, PARK)                                             \
+  "vmova" px " %[four], " OD_R OD_FOUR "\n\t"                               \
+  OD_ALL(OD_LOAD, px)                                                       \
+  OD_BLOCK_BODY(px)                                                         \
+  "jnz 2f\n\t"                                                              \
+  OD_PER_INIT OD_ALL(OD_PER, px) OD_PER_TEST(px)                            \
+  "jnz 2f\n\t"                                                              \
+  "cmp %[due], %[it]\n\t"                                                   \
+  "jl 1b\n"                                                                 \
+  "2:\n\t" OD_ALL(OD_STORE, px)
+#endif
 // clang-format on
 
 // Phase 2's lane state, contiguous in the order the asm addresses it (OD_OFF field numbers).
@@ -238,6 +296,40 @@ std::int64_t run_blocks(P2Block<S> &b, std::int64_t it, std::int64_t due, int &p
     OD_BLOCKS_ASM("pd", OD_PARK_PD);
   else
     OD_BLOCKS_ASM("ps", OD_PARK_PS);
+  (void)t;
+  return it;
+}
+
+// Periodicity state of phase 2's lanes (OD_QOFF field numbers): the saved orbit point (NaN
+// until the lane's first save, and in idle lanes), then, for the driver only, the phase-2
+// iteration of each lane's next save.
+template <class S> struct alignas(64) PerState {
+  using T = typename S::T;
+  T sr[kVec * S::L], si[kVec * S::L]; // 0-1
+  std::int64_t save_at[kVec * S::L];
+};
+
+// Runs blocks until it >= due or (AVX-512: wake lanes are parked; AVX2: a lane escaped in the
+// last block) or, with periodicity (q not null), a lane's z is within tol of its saved point
+// (tol: tol2 in every lane); returns the new it. parked counts the lanes parked.
+template <class S>
+std::int64_t run_blocks(P2Block<S> &b, std::int64_t it, std::int64_t due, int &parked, int wake,
+                        PerState<S> *q, typename S::V tol) {
+  using V = typename S::V;
+  static_assert(offsetof(PerState<S>, si) == kVec * sizeof(V));
+  const V four = S::set1(typename S::T(4));
+  std::int64_t t;
+  if (!q) return run_blocks(b, it, due, parked, wake);
+#define OD_BLOCKS_PER_ASM(px, PARK)                                                                \
+  asm volatile(OD_BLOCKS_PER(px, PARK)                                                             \
+               : [it] "+r"(it), [parked] "+r"(parked), [t] "=&r"(t)                                \
+               : [b] "r"(&b), [q] "r"(q), [due] "r"(due), [wake] "r"(wake), [four] "m"(four),      \
+                 [tol] "m"(tol)                                                                    \
+               : OD_CLOBBERS, "cc", "memory")
+  if constexpr (sizeof(typename S::T) == 8)
+    OD_BLOCKS_PER_ASM("pd", OD_PARK_PD);
+  else
+    OD_BLOCKS_PER_ASM("ps", OD_PARK_PS);
   (void)t;
   return it;
 }

@@ -50,6 +50,9 @@ constexpr int kBlock = OVERDRIVE_KBLOCK;   // iterations between escape tests in
 constexpr int kPhase1 = OVERDRIVE_KPHASE1; // iterations with a per-iteration test in phase 1
 constexpr int kVec = OVERDRIVE_KVEC;       // independent vectors in flight in phase 2
 constexpr int kRerun = 4; // packed vectors of parked lanes re-run side by side (slow path)
+// Periodicity (KernelOptions::periodicity): a phase-2 lane first saves its orbit point after
+// this many of its blocks, then at windows of half its age (kernel_simd.cpp, periodicity).
+constexpr int kPerFirst = 8;
 #if defined(OVERDRIVE_KERNEL_AVX512)
 // Vectors in phase 1 (5 registers of state per vector there). Not a knob: phase 1's AVX-512 asm
 // names the registers of exactly 4 (static_assert in phase1_asm).

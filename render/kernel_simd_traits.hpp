@@ -44,6 +44,7 @@ struct F64 {
   static void store(T *p, V a) { _mm512_store_pd(p, a); }
   static V add(V a, V b) { return _mm512_add_pd(a, b); }
   static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_pd(a, b); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   static V fnma(V a, V b, V c) { return _mm512_fnmadd_pd(a, b, c); }
   // Escaped = !(mag <= 4): also true for NaN, which a lane reaches a few iterations after escape.
@@ -103,6 +104,7 @@ struct F32 {
   static void store(T *p, V a) { _mm512_store_ps(p, a); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V fnma(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
   static M escaped(M active, V mag, V four) {
@@ -229,6 +231,7 @@ struct F64 : LaneScans {
   static void store(T *p, V a) { _mm256_store_pd(p, a); }
   static V add(V a, V b) { return _mm256_add_pd(a, b); }
   static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
+  static V sub(V a, V b) { return _mm256_sub_pd(a, b); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
   static V fnma(V a, V b, V c) { return _mm256_fnmadd_pd(a, b, c); }
   static M escaped(M active, V mag, V four) {
@@ -303,6 +306,7 @@ struct F32 : LaneScans {
   static void store(T *p, V a) { _mm256_store_ps(p, a); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V fnma(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }
   static M escaped(M active, V mag, V four) {

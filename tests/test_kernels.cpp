@@ -361,8 +361,192 @@ TEST_CASE("Kernel.SkippingInteriorKeepsReferenceCounts") {
   // The scalar path with skipping is the reference loop plus a test that only answers points
   // that never escape, so counts must be identical, not just close.
   const Counts ref = reference_view(full_view, 300);
-  const Counts got = run_view(full_view, 300, Precision::F64, Isa::Scalar, KernelOptions{true});
+  const Counts got =
+      run_view(full_view, 300, Precision::F64, Isa::Scalar, KernelOptions{true, false});
   CHECK(mismatches(ref, got) == 0);
+}
+
+// ---- periodicity detection -------------------------------------------------------------------
+
+namespace {
+
+// The three scenes of the periodicity bound: the full view, the seahorse valley (its centre holds
+// a period-39 mini-set, 7% of the pixels, each run to 20000 iterations without periodicity) and
+// a deep view beside that mini-set's cardioid (nucleus -0.7436423016578859 + 0.1318265198125947i,
+// found by Newton's method), where most pixels are interior or escape slowly.
+struct PerScene {
+  const char *name;
+  Viewport view;
+  int max_iter;
+};
+const PerScene per_scenes[] = {
+    {"full", {-0.5, 0.0, 3.0, 1024, 1024}, 1000},
+    {"seahorse", {-0.743643887037151, 0.131825904205330, 1e-5, 1024, 1024}, 20000},
+    {"deep", {-0.7436423016578859 + 1.2e-6, 0.13182651981259472, 4e-6, 256, 256}, 10000},
+};
+
+// Counts of a scene by the batched path (run_kernel_rows, as render_rows calls it).
+Counts rows_view(const Viewport &v, int max_iter, Precision p, Isa isa, KernelOptions opt) {
+  const auto n = static_cast<std::size_t>(v.pixel_width) * static_cast<std::size_t>(v.pixel_height);
+  Counts c{std::vector<std::uint32_t>(n), std::vector<float>(n)};
+  std::vector<double> im(static_cast<std::size_t>(v.pixel_height));
+  for (int y = 0; y < v.pixel_height; ++y)
+    im[static_cast<std::size_t>(y)] = v.im_at(y);
+  run_kernel_rows({v.re_at(0), v.pixel_size(), im.data(), v.pixel_height, v.pixel_width, max_iter,
+                   c.iters.data(), c.mag2.data()},
+                  p, isa, opt);
+  return c;
+}
+
+// kernel_reference's counts of a scene, computed once per test process.
+const Counts &reference_scene(const PerScene &s) {
+  static std::map<std::string, Counts> cache;
+  if (const auto it = cache.find(s.name); it != cache.end()) return it->second;
+  return cache.emplace(s.name, reference_view(s.view, s.max_iter)).first->second;
+}
+
+std::size_t interior_count(const Counts &c, int max_iter) {
+  return static_cast<std::size_t>(
+      std::count(c.iters.begin(), c.iters.end(), static_cast<std::uint32_t>(max_iter)));
+}
+
+// Periodicity on (the default) against the same kernel with it off, on every scene: counts
+// differ on fewer than 1e-4 of the pixels. For the scalar f64 path "off" is kernel_reference
+// itself; the SIMD kernels use FMA, so against kernel_reference they already differ on chaotic
+// boundary pixels without periodicity (Kernel.MatchesReference bounds that), and the bound here
+// is periodicity's own share. The reference must also have interior pixels to find (else the
+// scene tests nothing) and periodicity must not answer fewer of them.
+void periodicity_bound(Isa isa, Precision p) {
+  if (!require_isa(isa)) return;
+  for (const PerScene &s : per_scenes) {
+    CAPTURE(std::string(s.name));
+    Viewport v = s.view;
+    if (p == Precision::F32) v.pixel_width = v.pixel_height = std::min(v.pixel_width, 512);
+    const KernelOptions off{true, false};
+    const Counts base = p == Precision::F64 && isa == Isa::Scalar
+                            ? reference_scene(s)
+                            : rows_view(v, s.max_iter, p, isa, off);
+    const Counts got = rows_view(v, s.max_iter, p, isa, KernelOptions{});
+    const std::size_t bad = mismatches(base, got);
+    const double frac = static_cast<double>(bad) / static_cast<double>(base.iters.size());
+    MESSAGE(to_string(isa) << " " << to_string(p) << " " << std::string(s.name) << ": " << bad
+                           << " mismatches (" << frac << "), interior "
+                           << interior_count(base, s.max_iter));
+    CHECK(interior_count(base, s.max_iter) > base.iters.size() / 100);
+    CHECK(frac < 1e-4);
+    // Mismatches are escaping points answered as interior, never the other way round.
+    for (std::size_t i = 0; i < base.iters.size(); ++i)
+      if (base.iters[i] != got.iters[i])
+        CHECK(got.iters[i] == static_cast<std::uint32_t>(s.max_iter));
+    // The SIMD kernels against kernel_reference, with periodicity: the FMA share plus its own.
+    if (p == Precision::F64 && isa != Isa::Scalar && s.view == v)
+      MESSAGE("  against kernel_reference: " << mismatches(reference_scene(s), got));
+  }
+}
+
+// Points built to fool a naive periodicity check: orbits that crawl for hundreds of iterations
+// with tiny steps and then escape. c = 1/4 + eps, just outside the cusp of the main cardioid,
+// moves by at least eps per step near z = 1/2 and escapes after about pi / sqrt(eps) steps;
+// c = -3/4 + eps i, in the neck between the cardioid and the period-2 bulb, after about pi / eps.
+// A tolerance of one pixel of the full view (3/1024) would call both interior. Each sits at
+// pixel 0 of a row with the full view's pixel size, so the kernel's tolerance is what it uses
+// there.
+struct FoolingPoint {
+  double re, im;
+};
+const FoolingPoint fooling_points[] = {
+    {0.25 + 2e-5, 0.0}, {0.25 + 1e-4, 0.0}, {-0.75, 5e-3}, {-0.75, 2e-3}};
+
+void fooling_points_escape(Isa isa, Precision p) {
+  if (!require_isa(isa)) return;
+  constexpr int max_iter = 5000;
+  constexpr int n = 8;
+  for (const FoolingPoint &pt : fooling_points) {
+    CAPTURE(pt.re);
+    CAPTURE(pt.im);
+    std::uint32_t want[n], got[n];
+    float m[n];
+    const RowJob off{pt.re, 3.0 / 1024, pt.im, n, max_iter, want, m};
+    const RowJob on{pt.re, 3.0 / 1024, pt.im, n, max_iter, got, m};
+    run_kernel(off, p, isa, KernelOptions{true, false});
+    run_kernel(on, p, isa, KernelOptions{});
+    CHECK(want[0] > 100u);                                 // a slow escape ...
+    CHECK(want[0] < static_cast<std::uint32_t>(max_iter)); // ... but an escape
+    CHECK(got[0] == want[0]);
+    if (p == Precision::F64) {
+      // The long double loop agrees that the point escapes, near the same iteration.
+      const auto expect = naive_escape(pt.re, pt.im, max_iter).first;
+      CHECK(std::abs(static_cast<double>(expect) - static_cast<double>(want[0])) < 0.01 * expect);
+    }
+  }
+}
+
+// With periodicity off every kernel path is back to its exact counts: the scalar path equals
+// kernel_reference bit for bit, with and without interior skipping, on the deep view where
+// periodicity would answer many pixels.
+void periodicity_off_exact(Isa isa, Precision p) {
+  if (!require_isa(isa)) return;
+  const PerScene &s = per_scenes[2];
+  const Counts ref = p == Precision::F64 && isa == Isa::Scalar
+                         ? reference_scene(s)
+                         : rows_view(s.view, s.max_iter, p, isa, KernelOptions{false, false});
+  for (const bool skip : {false, true}) {
+    CAPTURE(skip);
+    const Counts got = rows_view(s.view, s.max_iter, p, isa, KernelOptions{skip, false});
+    CHECK(mismatches(ref, got) == 0);
+    // Row by row (one row per call) gives the same counts as batches, with periodicity too.
+    const Counts on = rows_view(s.view, s.max_iter, p, isa, KernelOptions{skip, true});
+    const Counts on_rows = run_view(s.view, s.max_iter, p, isa, KernelOptions{skip, true});
+    CHECK(mismatches(on, on_rows) == 0);
+  }
+}
+
+} // namespace
+
+TEST_CASE("Kernel.PeriodicityWithinBound.scalar") {
+  periodicity_bound(Isa::Scalar, Precision::F64);
+}
+TEST_CASE("Kernel.PeriodicityWithinBound.avx2") {
+  periodicity_bound(Isa::Avx2, Precision::F64);
+}
+TEST_CASE("Kernel.PeriodicityWithinBound.avx512") {
+  periodicity_bound(Isa::Avx512, Precision::F64);
+}
+TEST_CASE("Kernel.PeriodicityWithinBound.scalar.f32") {
+  periodicity_bound(Isa::Scalar, Precision::F32);
+}
+TEST_CASE("Kernel.PeriodicityWithinBound.avx2.f32") {
+  periodicity_bound(Isa::Avx2, Precision::F32);
+}
+TEST_CASE("Kernel.PeriodicityWithinBound.avx512.f32") {
+  periodicity_bound(Isa::Avx512, Precision::F32);
+}
+TEST_CASE("Kernel.PeriodicityNotFooledBySlowEscape.scalar") {
+  fooling_points_escape(Isa::Scalar, Precision::F64);
+}
+TEST_CASE("Kernel.PeriodicityNotFooledBySlowEscape.avx2") {
+  fooling_points_escape(Isa::Avx2, Precision::F64);
+}
+TEST_CASE("Kernel.PeriodicityNotFooledBySlowEscape.avx512") {
+  fooling_points_escape(Isa::Avx512, Precision::F64);
+}
+TEST_CASE("Kernel.PeriodicityNotFooledBySlowEscape.scalar.f32") {
+  fooling_points_escape(Isa::Scalar, Precision::F32);
+}
+TEST_CASE("Kernel.PeriodicityNotFooledBySlowEscape.avx2.f32") {
+  fooling_points_escape(Isa::Avx2, Precision::F32);
+}
+TEST_CASE("Kernel.PeriodicityNotFooledBySlowEscape.avx512.f32") {
+  fooling_points_escape(Isa::Avx512, Precision::F32);
+}
+TEST_CASE("Kernel.PeriodicityOffGivesExactCounts.scalar") {
+  periodicity_off_exact(Isa::Scalar, Precision::F64);
+}
+TEST_CASE("Kernel.PeriodicityOffGivesExactCounts.avx2") {
+  periodicity_off_exact(Isa::Avx2, Precision::F64);
+}
+TEST_CASE("Kernel.PeriodicityOffGivesExactCounts.avx512") {
+  periodicity_off_exact(Isa::Avx512, Precision::F64);
 }
 
 TEST_CASE("Kernel.DispatchIsConsistent") {
