@@ -7,9 +7,11 @@
 
 #include <array>
 #include <cstdlib>
+#include <cstring>
 #include <isa-l/crc.h>
 #include <isa-l/igzip_lib.h>
 #include <libdeflate.h>
+#include <limits>
 #include <mutex>
 #include <shared_mutex>
 #include <stdexcept>
@@ -72,13 +74,18 @@ std::size_t isal_zlib(unsigned char *data, int len, unsigned char *out, std::siz
   return isal_deflate_stateless(&z) == COMP_OK ? z.total_out : 0;
 }
 
+/// The calling thread's deflate of data into out (at most cap bytes): its length, 0 on failure.
+std::size_t zlib_into(unsigned char *data, int len, unsigned char *out, std::size_t cap) {
+  return tl_deflate == Deflate::Libdeflate ? libdeflate_zlib(data, len, out, cap)
+                                           : isal_zlib(data, len, out, cap);
+}
+
 // stb's zlib hook: returns a malloc'ed zlib stream that stb frees with STBIW_FREE (free).
 unsigned char *deflate_for_stb(unsigned char *data, int len, int *out_len, int /*quality*/) {
   const std::size_t cap = zlib_bound(len);
   auto *out = static_cast<unsigned char *>(std::malloc(cap));
   if (!out) return nullptr;
-  const std::size_t n = tl_deflate == Deflate::Libdeflate ? libdeflate_zlib(data, len, out, cap)
-                                                          : isal_zlib(data, len, out, cap);
+  const std::size_t n = zlib_into(data, len, out, cap);
   if (n == 0) {
     std::free(out);
     return nullptr;
@@ -152,13 +159,81 @@ void init_filter() {
   });
 }
 
+void put32(std::uint8_t *p, std::uint32_t v) {
+  p[0] = static_cast<std::uint8_t>(v >> 24);
+  p[1] = static_cast<std::uint8_t>(v >> 16);
+  p[2] = static_cast<std::uint8_t>(v >> 8);
+  p[3] = static_cast<std::uint8_t>(v);
+}
+
+/// Writes the CRC of the chunk whose type starts at tag and whose data is len bytes long, right
+/// after the data; returns the end of the chunk.
+std::uint8_t *put_crc(std::uint8_t *tag, std::size_t len) {
+  put32(tag + 4 + len, static_cast<std::uint32_t>(crc32_gzip_refl(0, tag, len + 4)));
+  return tag + 4 + len + 4;
+}
+
+/// The production encode with filter 0 (none), byte for byte what stb writes with that filter
+/// (signature, IHDR, one IDAT, IEND; the same deflate input), without stb's three heap buffers
+/// per call (filtered rows, zlib stream, PNG) and its copies: the filtered rows and the zlib
+/// stream go to per-thread buffers that are reused, and the PNG is built once at its final size.
+std::vector<std::uint8_t> encode_unfiltered(std::span<const std::uint8_t> rgb, int width,
+                                            int height) {
+  const std::size_t row = static_cast<std::size_t>(width) * 3, frow = row + 1;
+  const std::size_t flen = frow * static_cast<std::size_t>(height);
+  if (flen > static_cast<std::size_t>(std::numeric_limits<int>::max()))
+    throw std::invalid_argument("encode_png: image too large");
+  thread_local std::vector<std::uint8_t> filt, zbuf;
+  struct Trim { // keep at most a few MiB per thread between calls
+    ~Trim() {
+      constexpr std::size_t keep = 8u << 20;
+      if (filt.capacity() > keep) std::vector<std::uint8_t>().swap(filt);
+      if (zbuf.capacity() > keep) std::vector<std::uint8_t>().swap(zbuf);
+    }
+  } trim;
+  if (filt.size() < flen) filt.resize(flen);
+  for (std::size_t j = 0; j < static_cast<std::size_t>(height); ++j) {
+    filt[j * frow] = 0;
+    std::memcpy(filt.data() + j * frow + 1, rgb.data() + j * row, row);
+  }
+  const std::size_t cap = zlib_bound(static_cast<int>(flen));
+  if (zbuf.size() < cap) zbuf.resize(cap);
+  const std::size_t zlen = zlib_into(filt.data(), static_cast<int>(flen), zbuf.data(), cap);
+  if (zlen == 0) throw std::runtime_error("encode_png: deflate failed");
+
+  static constexpr std::uint8_t sig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+  std::vector<std::uint8_t> out(8 + 12 + 13 + 12 + zlen + 12);
+  std::uint8_t *o = out.data();
+  std::memcpy(o, sig, 8);
+  o += 8;
+  put32(o, 13);
+  std::memcpy(o + 4, "IHDR", 4);
+  put32(o + 8, static_cast<std::uint32_t>(width));
+  put32(o + 12, static_cast<std::uint32_t>(height));
+  const std::uint8_t ihdr_tail[5] = {8, 2, 0, 0, 0}; // 8 bits, RGB, deflate, filter 0, no interlace
+  std::memcpy(o + 16, ihdr_tail, 5);
+  o = put_crc(o + 4, 13);
+  put32(o, static_cast<std::uint32_t>(zlen));
+  std::memcpy(o + 4, "IDAT", 4);
+  std::memcpy(o + 8, zbuf.data(), zlen);
+  o = put_crc(o + 4, zlen);
+  put32(o, 0);
+  std::memcpy(o + 4, "IEND", 4);
+  put_crc(o + 4, 0);
+  return out;
+}
+
 } // namespace
 
 std::vector<std::uint8_t> encode_png(std::span<const std::uint8_t> rgb, int width, int height) {
   check_size(rgb, width, height);
-  init_filter();
-  const std::shared_lock lock(filter_mutex);
-  return encode_locked(rgb, width, height);
+  if constexpr (kProduction.filter == 0) {
+    return encode_unfiltered(rgb, width, height);
+  } else {
+    init_filter();
+    const std::shared_lock lock(filter_mutex);
+    return encode_locked(rgb, width, height);
+  }
 }
 
 std::vector<std::uint8_t> encode_png(const Image &image) {
