@@ -21,10 +21,13 @@
 #endif
 
 #ifndef OVERDRIVE_DD_U512
-#define OVERDRIVE_DD_U512 2
+#define OVERDRIVE_DD_U512 4
+#endif
+#ifndef OVERDRIVE_DD_RANGE
+#define OVERDRIVE_DD_RANGE 1
 #endif
 #ifndef OVERDRIVE_DD_U256
-#define OVERDRIVE_DD_U256 2
+#define OVERDRIVE_DD_U256 4
 #endif
 
 namespace overdrive::formats {
@@ -90,13 +93,36 @@ using V = Vec::V;
 using M = Vec::M;
 constexpr int L = Vec::L;
 constexpr int U = Vec::U;
-constexpr int S = L * U; // lanes in flight
-constexpr int batch = 8; // iterations between refills
+constexpr int S = L * U;       // lanes in flight
+constexpr int batch = 1 << 20; // at most this many iterations between refills
+
+// The exact error of the rounded sum s = a + b (s - (a + b) as a double, exact). AVX-512: the
+// operands ordered by magnitude (vrangepd: max |.| / min |.| with their signs) and then
+// Dekker's FastTwoSum, exact when |big| >= |small| (which the ordering guarantees); AVX2:
+// Knuth's TwoSum. Both give the exact error, so the same bits as the scalar TwoSum.
+inline V two_sum_err(V a, V b, V s) {
+#if defined(OVERDRIVE_KERNEL_AVX512) && OVERDRIVE_DD_RANGE
+  const V big = _mm512_range_pd(a, b, 0x7), small = _mm512_range_pd(a, b, 0x6);
+  return Vec::sub(small, Vec::sub(s, big));
+#else
+  const V bb = Vec::sub(s, a);
+  return Vec::fma(Vec::sub(a, Vec::sub(s, bb)), Vec::set1(1.0), Vec::sub(b, bb));
+#endif
+}
+/// The exact error of d = a - b.
+inline V two_diff_err(V a, V b, V d) {
+#if defined(OVERDRIVE_KERNEL_AVX512) && OVERDRIVE_DD_RANGE
+  const V nb = Vec::sub(Vec::set1(0.0), b);
+  return two_sum_err(a, nb, d);
+#else
+  const V bb = Vec::sub(d, a);
+  return Vec::fnma(Vec::fma(b, Vec::set1(1.0), bb), Vec::set1(1.0), Vec::sub(a, Vec::sub(d, bb)));
+#endif
+}
 
 // The state of the S lanes between batches.
 struct alignas(64) Lanes {
-  double zrh[S], zrl[S], zih[S], zil[S], r2h[S], r2l[S], i2h[S], i2l[S], crh[S], crl[S], cnt[S],
-      mag[S];
+  double zrh[S], zrl[S], zih[S], zil[S], crh[S], crl[S], cnt[S], mag[S];
   int pix[S];
   unsigned active[U];
 };
@@ -130,14 +156,13 @@ std::uint64_t dd_row(const DDRow &job) {
       st.crh[l] = job.cr_hi[k];
       st.crl[l] = job.cr_lo[k];
       st.zrh[l] = st.zrl[l] = st.zih[l] = st.zil[l] = 0.0;
-      st.r2h[l] = st.r2l[l] = st.i2h[l] = st.i2l[l] = 0.0;
       st.cnt[l] = 0.0;
       st.mag[l] = 0.0;
       st.active[l / L] |= 1u << (l % L);
     } else {
       st.pix[l] = -1;
       st.crh[l] = st.crl[l] = st.zrh[l] = st.zrl[l] = st.zih[l] = st.zil[l] = 0.0;
-      st.r2h[l] = st.r2l[l] = st.i2h[l] = st.i2l[l] = st.cnt[l] = st.mag[l] = 0.0;
+      st.cnt[l] = st.mag[l] = 0.0;
     }
   };
   for (unsigned &a : st.active)
@@ -155,10 +180,10 @@ std::uint64_t dd_row(const DDRow &job) {
     double left = static_cast<double>(job.max_iter);
     for (int l = 0; l < S; ++l)
       if (st.active[l / L] & (1u << (l % L))) left = std::min(left, job.max_iter - st.cnt[l]);
-    const int len = std::min(batch, static_cast<int>(left));
+    int len = std::min(batch, static_cast<int>(left));
     struct P {
       V hi, lo;
-    } zr[U], zi[U], r2[U], i2[U];
+    } zr[U], zi[U];
     V base[U], m[U];
     for (V &x : m)
       x = Vec::set1(0.0);
@@ -167,61 +192,71 @@ std::uint64_t dd_row(const DDRow &job) {
       const int o = u * L;
       zr[u] = {Vec::load(st.zrh + o), Vec::load(st.zrl + o)};
       zi[u] = {Vec::load(st.zih + o), Vec::load(st.zil + o)};
-      r2[u] = {Vec::load(st.r2h + o), Vec::load(st.r2l + o)};
-      i2[u] = {Vec::load(st.i2h + o), Vec::load(st.i2l + o)};
       base[u] = Vec::load(st.cnt + o);
       act[u] = Vec::from_bits(st.active[u]);
     }
+    // Rotated loop: each body first forms the squares of the current z (needed by the step),
+    // tests them (the escape test of the previous step: count base + it - 1; at it = 1 no active
+    // lane can fire, its z passed the test at the end of the previous batch or is 0), then steps.
+    // Only z (4 registers per vector) is carried, so more vectors fit in the registers.
     for (int it = 1; it <= len; ++it) {
+      bool hit = false;
       for (int u = 0; u < U; ++u) {
         const int o = u * L;
         const V crh = Vec::load(st.crh + o), crl = Vec::load(st.crl + o);
-        // DDState::step (arith.hpp), operation for operation, the same values bit for bit; some
-        // additions go to the FMA pipes as x * 1 + y, doublings as x * 2 (exact, one rounding
-        // each as in the scalar code), so the add pipes are not the bottleneck.
-        const V th = Vec::mul(zr[u].hi, two), tl = Vec::mul(zr[u].lo, two);
+        // DDState::step (arith.hpp), the same values bit for bit; some additions go to the FMA
+        // pipes as x * 1 + y, doublings as x * 2 (exact, one rounding each as in the scalar code).
+        const V th = Vec::mul(zr[u].hi, two), ti = Vec::mul(zi[u].hi, two);
+        const V r2h = Vec::mul(zr[u].hi, zr[u].hi);
+        const V r2l = Vec::fma(th, zr[u].lo, Vec::fms(zr[u].hi, zr[u].hi, r2h));
+        const V i2h = Vec::mul(zi[u].hi, zi[u].hi);
+        const V i2l = Vec::fma(ti, zi[u].lo, Vec::fms(zi[u].hi, zi[u].hi, i2h));
+        m[u] = Vec::fma(r2h, one, i2h);
+        const M esc = Vec::and_(act[u], Vec::gt(m[u], four));
+        if (Vec::bits(esc)) {
+          Vec::mask_store(st.cnt + o, esc,
+                          Vec::add(base[u], Vec::set1(static_cast<double>(it - 1))));
+          Vec::mask_store(st.mag + o, esc, m[u]);
+          act[u] = Vec::andnot(esc, act[u]);
+          hit = true;
+        }
+        // zi <- 2 zr zi + ci; tl zih = zrl ti exactly (doublings are exact).
         const V p = Vec::mul(th, zi[u].hi);
         V e = Vec::fms(th, zi[u].hi, p);
         e = Vec::fma(th, zi[u].lo, e);
-        e = Vec::fma(tl, zi[u].hi, e);
+        e = Vec::fma(zr[u].lo, ti, e);
         V a = Vec::add(p, ci.hi);
-        V bb = Vec::sub(a, p);
-        V err = Vec::fma(Vec::sub(p, Vec::sub(a, bb)), one, Vec::sub(ci.hi, bb));
+        V err = two_sum_err(p, ci.hi, a);
         V lo = Vec::fma(err, one, Vec::fma(e, one, ci.lo));
         const V nih = Vec::add(a, lo);
         zi[u].lo = Vec::fnma(Vec::sub(nih, a), one, lo);
         zi[u].hi = nih;
-        a = Vec::sub(r2[u].hi, i2[u].hi);
-        bb = Vec::sub(a, r2[u].hi);
-        err = Vec::fnma(Vec::fma(i2[u].hi, one, bb), one, Vec::sub(r2[u].hi, Vec::sub(a, bb)));
-        e = Vec::fma(err, one, Vec::fnma(i2[u].lo, one, r2[u].lo));
+        // zr <- (r2 - i2) + cr.
+        a = Vec::sub(r2h, i2h);
+        err = two_diff_err(r2h, i2h, a);
+        e = Vec::fma(err, one, Vec::fnma(i2l, one, r2l));
         const V a2 = Vec::add(a, crh);
-        bb = Vec::sub(a2, a);
-        err = Vec::fma(Vec::sub(a, Vec::sub(a2, bb)), one, Vec::sub(crh, bb));
+        err = two_sum_err(a, crh, a2);
         lo = Vec::fma(err, one, Vec::fma(e, one, crl));
         const V nrh = Vec::add(a2, lo);
         zr[u].lo = Vec::fnma(Vec::sub(nrh, a2), one, lo);
         zr[u].hi = nrh;
-        r2[u].hi = Vec::mul(zr[u].hi, zr[u].hi);
-        r2[u].lo =
-            Vec::fma(Vec::mul(zr[u].hi, two), zr[u].lo, Vec::fms(zr[u].hi, zr[u].hi, r2[u].hi));
-        i2[u].hi = Vec::mul(zi[u].hi, zi[u].hi);
-        i2[u].lo =
-            Vec::fma(Vec::mul(zi[u].hi, two), zi[u].lo, Vec::fms(zi[u].hi, zi[u].hi, i2[u].hi));
-        m[u] = Vec::fma(r2[u].hi, one, i2[u].hi);
-        const M esc = Vec::and_(act[u], Vec::gt(m[u], four));
-        if (Vec::bits(esc)) {
-          Vec::mask_store(st.cnt + o, esc, Vec::add(base[u], Vec::set1(static_cast<double>(it))));
-          Vec::mask_store(st.mag + o, esc, m[u]);
-          act[u] = Vec::andnot(esc, act[u]);
-        }
+      }
+      // A lane finished: end the batch after this step and refill (the refill's cost is paid
+      // once per finished pixel, not every few iterations).
+      if (hit) {
+        len = it;
+        break;
       }
     }
     for (int u = 0; u < U; ++u) {
       const int o = u * L;
+      m[u] = Vec::fma(Vec::mul(zr[u].hi, zr[u].hi), one, Vec::mul(zi[u].hi, zi[u].hi));
+      const M esc = Vec::and_(act[u], Vec::gt(m[u], four));
       Vec::mask_store(st.cnt + o, act[u], Vec::add(base[u], Vec::set1(static_cast<double>(len))));
       Vec::mask_store(st.mag + o, act[u], m[u]);
-      // Lanes at max_iter are done.
+      // Lanes that escaped at the last step or reached max_iter are done.
+      act[u] = Vec::andnot(esc, act[u]);
       act[u] = Vec::and_(act[u], Vec::lt(Vec::load(st.cnt + o), maxit));
     }
     bool all_on = true;
@@ -231,10 +266,6 @@ std::uint64_t dd_row(const DDRow &job) {
       Vec::store(st.zrl + o, zr[u].lo);
       Vec::store(st.zih + o, zi[u].hi);
       Vec::store(st.zil + o, zi[u].lo);
-      Vec::store(st.r2h + o, r2[u].hi);
-      Vec::store(st.r2l + o, r2[u].lo);
-      Vec::store(st.i2h + o, i2[u].hi);
-      Vec::store(st.i2l + o, i2[u].lo);
       st.active[u] = Vec::bits(act[u]);
       all_on = all_on && st.active[u] == (1u << L) - 1u;
     }
