@@ -26,6 +26,9 @@
 #ifndef OVERDRIVE_DD_RANGE
 #define OVERDRIVE_DD_RANGE 1
 #endif
+#ifndef OVERDRIVE_DD_MINB
+#define OVERDRIVE_DD_MINB 8
+#endif
 #ifndef OVERDRIVE_DD_U256
 #define OVERDRIVE_DD_U256 4
 #endif
@@ -95,6 +98,7 @@ constexpr int L = Vec::L;
 constexpr int U = Vec::U;
 constexpr int S = L * U;       // lanes in flight
 constexpr int batch = 1 << 20; // at most this many iterations between refills
+constexpr int min_batch = OVERDRIVE_DD_MINB;
 
 // The exact error of the rounded sum s = a + b (s - (a + b) as a double, exact). AVX-512: the
 // operands ordered by magnitude (vrangepd: max |.| / min |.| with their signs) and then
@@ -107,16 +111,6 @@ inline V two_sum_err(V a, V b, V s) {
 #else
   const V bb = Vec::sub(s, a);
   return Vec::fma(Vec::sub(a, Vec::sub(s, bb)), Vec::set1(1.0), Vec::sub(b, bb));
-#endif
-}
-/// The exact error of d = a - b.
-inline V two_diff_err(V a, V b, V d) {
-#if defined(OVERDRIVE_KERNEL_AVX512) && OVERDRIVE_DD_RANGE
-  const V nb = Vec::sub(Vec::set1(0.0), b);
-  return two_sum_err(a, nb, d);
-#else
-  const V bb = Vec::sub(d, a);
-  return Vec::fnma(Vec::fma(b, Vec::set1(1.0), bb), Vec::set1(1.0), Vec::sub(a, Vec::sub(d, bb)));
 #endif
 }
 
@@ -170,7 +164,7 @@ std::uint64_t dd_row(const DDRow &job) {
   for (int l = 0; l < S; ++l)
     start(l);
   const struct { V hi, lo; } ci{Vec::set1(job.ci_hi), Vec::set1(job.ci_lo)};
-  const V four = Vec::set1(4.0), two = Vec::set1(2.0), one = Vec::set1(1.0),
+  const V zero = Vec::set1(0.0), four = Vec::set1(4.0), two = Vec::set1(2.0), one = Vec::set1(1.0),
           maxit = Vec::set1(static_cast<double>(job.max_iter));
   for (;;) {
     // A batch of len iterations, len <= every active lane's remaining budget, so no lane passes
@@ -185,8 +179,6 @@ std::uint64_t dd_row(const DDRow &job) {
       V hi, lo;
     } zr[U], zi[U];
     V base[U], m[U];
-    for (V &x : m)
-      x = Vec::set1(0.0);
     M act[U];
     for (int u = 0; u < U; ++u) {
       const int o = u * L;
@@ -195,60 +187,72 @@ std::uint64_t dd_row(const DDRow &job) {
       base[u] = Vec::load(st.cnt + o);
       act[u] = Vec::from_bits(st.active[u]);
     }
-    // Rotated loop: each body first forms the squares of the current z (needed by the step),
-    // tests them (the escape test of the previous step: count base + it - 1; at it = 1 no active
-    // lane can fire, its z passed the test at the end of the previous batch or is 0), then steps.
-    // Only z (4 registers per vector) is carried, so more vectors fit in the registers.
+    // Rotated loop: each body first forms the squares of the current z (needed by the step) and
+    // tests them (the escape test of the previous step); if an active lane has escaped, the batch
+    // ends there (len = it - 1 steps done) and the code after the loop stores the counts and
+    // refills: that cost is paid once per finished pixel, not every few iterations. Only z (4
+    // registers per vector) is carried. Each line runs over the U vectors, so the independent
+    // chains are interleaved in program order and the out-of-order window sees all of them.
+#define OD_U(stmt)                                                                                 \
+  for (int u = 0; u < U; ++u) {                                                                    \
+    stmt;                                                                                          \
+  }
+    bool pending = false;
     for (int it = 1; it <= len; ++it) {
-      bool hit = false;
-      for (int u = 0; u < U; ++u) {
-        const int o = u * L;
-        const V crh = Vec::load(st.crh + o), crl = Vec::load(st.crl + o);
-        // DDState::step (arith.hpp), the same values bit for bit; some additions go to the FMA
-        // pipes as x * 1 + y, doublings as x * 2 (exact, one rounding each as in the scalar code).
-        const V th = Vec::mul(zr[u].hi, two), ti = Vec::mul(zi[u].hi, two);
-        const V r2h = Vec::mul(zr[u].hi, zr[u].hi);
-        const V r2l = Vec::fma(th, zr[u].lo, Vec::fms(zr[u].hi, zr[u].hi, r2h));
-        const V i2h = Vec::mul(zi[u].hi, zi[u].hi);
-        const V i2l = Vec::fma(ti, zi[u].lo, Vec::fms(zi[u].hi, zi[u].hi, i2h));
-        m[u] = Vec::fma(r2h, one, i2h);
-        const M esc = Vec::and_(act[u], Vec::gt(m[u], four));
-        if (Vec::bits(esc)) {
-          Vec::mask_store(st.cnt + o, esc,
+      // DDState::step (arith.hpp), the same values bit for bit; some additions go to the FMA
+      // pipes as x * 1 + y, doublings as x * 2 (exact, one rounding each as in the scalar code).
+      V th[U], ti[U], r2h[U], r2l[U], ni2h[U], i2l[U], p[U], e[U], a[U], err[U], lo[U], nh[U],
+          a2[U];
+      unsigned any = 0;
+      OD_U(th[u] = Vec::mul(zr[u].hi, two))
+      OD_U(ti[u] = Vec::mul(zi[u].hi, two))
+      OD_U(r2h[u] = Vec::mul(zr[u].hi, zr[u].hi))
+      OD_U(ni2h[u] = Vec::fnma(zi[u].hi, zi[u].hi, zero)) // -(zih zih), one rounding
+      OD_U(m[u] = Vec::fnma(ni2h[u], one, r2h[u]))        // r2h + i2h
+      OD_U(any |= Vec::bits(Vec::and_(act[u], Vec::gt(m[u], four))))
+      if (any) {
+        // Lanes escaped at step it - 1: their counts and |z|^2 are stored now (masked).
+        for (int u = 0; u < U; ++u) {
+          const M esc = Vec::and_(act[u], Vec::gt(m[u], four));
+          Vec::mask_store(st.cnt + u * L, esc,
                           Vec::add(base[u], Vec::set1(static_cast<double>(it - 1))));
-          Vec::mask_store(st.mag + o, esc, m[u]);
+          Vec::mask_store(st.mag + u * L, esc, m[u]);
           act[u] = Vec::andnot(esc, act[u]);
-          hit = true;
         }
-        // zi <- 2 zr zi + ci; tl zih = zrl ti exactly (doublings are exact).
-        const V p = Vec::mul(th, zi[u].hi);
-        V e = Vec::fms(th, zi[u].hi, p);
-        e = Vec::fma(th, zi[u].lo, e);
-        e = Vec::fma(zr[u].lo, ti, e);
-        V a = Vec::add(p, ci.hi);
-        V err = two_sum_err(p, ci.hi, a);
-        V lo = Vec::fma(err, one, Vec::fma(e, one, ci.lo));
-        const V nih = Vec::add(a, lo);
-        zi[u].lo = Vec::fnma(Vec::sub(nih, a), one, lo);
-        zi[u].hi = nih;
-        // zr <- (r2 - i2) + cr.
-        a = Vec::sub(r2h, i2h);
-        err = two_diff_err(r2h, i2h, a);
-        e = Vec::fma(err, one, Vec::fnma(i2l, one, r2l));
-        const V a2 = Vec::add(a, crh);
-        err = two_sum_err(a, crh, a2);
-        lo = Vec::fma(err, one, Vec::fma(e, one, crl));
-        const V nrh = Vec::add(a2, lo);
-        zr[u].lo = Vec::fnma(Vec::sub(nrh, a2), one, lo);
-        zr[u].hi = nrh;
+        pending = true;
       }
-      // A lane finished: end the batch after this step and refill (the refill's cost is paid
-      // once per finished pixel, not every few iterations).
-      if (hit) {
-        len = it;
+      // Refill once at least min_batch steps are done and a lane has finished: paid once per
+      // finished pixel where counts are long (deep views), at most every min_batch steps where
+      // they are short.
+      if (pending && it - 1 >= min_batch) {
+        len = it - 1;
         break;
       }
+      OD_U(r2l[u] = Vec::fma(th[u], zr[u].lo, Vec::fms(zr[u].hi, zr[u].hi, r2h[u])))
+      OD_U(i2l[u] = Vec::fma(ti[u], zi[u].lo, Vec::fma(zi[u].hi, zi[u].hi, ni2h[u])))
+      // zi <- 2 zr zi + ci; tl zih = zrl ti exactly (doublings are exact).
+      OD_U(p[u] = Vec::mul(th[u], zi[u].hi))
+      OD_U(e[u] = Vec::fms(th[u], zi[u].hi, p[u]))
+      OD_U(a[u] = Vec::add(p[u], ci.hi))
+      OD_U(e[u] = Vec::fma(th[u], zi[u].lo, e[u]))
+      OD_U(err[u] = two_sum_err(p[u], ci.hi, a[u]))
+      OD_U(e[u] = Vec::fma(zr[u].lo, ti[u], e[u]))
+      OD_U(lo[u] = Vec::fma(err[u], one, Vec::fma(e[u], one, ci.lo)))
+      OD_U(nh[u] = Vec::add(a[u], lo[u]))
+      OD_U(zi[u].lo = Vec::fnma(Vec::sub(nh[u], a[u]), one, lo[u]))
+      OD_U(zi[u].hi = nh[u])
+      // zr <- (r2 - i2) + cr.
+      OD_U(a[u] = Vec::add(r2h[u], ni2h[u]))
+      OD_U(err[u] = two_sum_err(r2h[u], ni2h[u], a[u]))
+      OD_U(e[u] = Vec::fma(err[u], one, Vec::fnma(i2l[u], one, r2l[u])))
+      OD_U(a2[u] = Vec::add(a[u], Vec::load(st.crh + u * L)))
+      OD_U(err[u] = two_sum_err(a[u], Vec::load(st.crh + u * L), a2[u]))
+      OD_U(lo[u] = Vec::fma(err[u], one, Vec::fma(e[u], one, Vec::load(st.crl + u * L))))
+      OD_U(nh[u] = Vec::add(a2[u], lo[u]))
+      OD_U(zr[u].lo = Vec::fnma(Vec::sub(nh[u], a2[u]), one, lo[u]))
+      OD_U(zr[u].hi = nh[u])
     }
+#undef OD_U
     for (int u = 0; u < U; ++u) {
       const int o = u * L;
       m[u] = Vec::fma(Vec::mul(zr[u].hi, zr[u].hi), one, Vec::mul(zi[u].hi, zi[u].hi));
