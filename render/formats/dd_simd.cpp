@@ -29,6 +29,13 @@
 #ifndef OVERDRIVE_DD_MINB
 #define OVERDRIVE_DD_MINB 8
 #endif
+#ifndef OVERDRIVE_DD_TEST_FIRST
+#if defined(OVERDRIVE_KERNEL_AVX512)
+#define OVERDRIVE_DD_TEST_FIRST 1
+#else
+#define OVERDRIVE_DD_TEST_FIRST 0
+#endif
+#endif
 #ifndef OVERDRIVE_DD_U256
 #define OVERDRIVE_DD_U256 4
 #endif
@@ -188,71 +195,92 @@ std::uint64_t dd_row(const DDRow &job) {
       act[u] = Vec::from_bits(st.active[u]);
     }
     // Rotated loop: each body first forms the squares of the current z (needed by the step) and
-    // tests them (the escape test of the previous step); if an active lane has escaped, the batch
-    // ends there (len = it - 1 steps done) and the code after the loop stores the counts and
-    // refills: that cost is paid once per finished pixel, not every few iterations. Only z (4
-    // registers per vector) is carried. Each line runs over the U vectors, so the independent
-    // chains are interleaved in program order and the out-of-order window sees all of them.
-#define OD_U(stmt)                                                                                 \
-  for (int u = 0; u < U; ++u) {                                                                    \
-    stmt;                                                                                          \
-  }
+    // tests them (the escape test of the previous step, count base + it - 1; at it = 1 no
+    // active lane can fire: its z passed the test at the end of the previous batch, or is 0).
+    // Only z (4 registers per vector) is carried between steps.
+    V th[U], ti[U], r2h[U], ni2h[U];
     bool pending = false;
+    // The squares of z and |z|^2 (leading parts) of vector u.
+    auto squares = [&](int u) {
+      th[u] = Vec::mul(zr[u].hi, two);
+      ti[u] = Vec::mul(zi[u].hi, two);
+      r2h[u] = Vec::mul(zr[u].hi, zr[u].hi);
+      ni2h[u] = Vec::fnma(zi[u].hi, zi[u].hi, zero); // -(zih zih), one rounding
+      m[u] = Vec::fnma(ni2h[u], one, r2h[u]);        // r2h + i2h
+    };
+    // Lanes of vector u that escaped at step n: count and |z|^2 stored (masked), lane off.
+    auto record = [&](int u, int n) {
+      const M esc = Vec::and_(act[u], Vec::gt(m[u], four));
+      if (!Vec::bits(esc)) return false;
+      Vec::mask_store(st.cnt + u * L, esc, Vec::add(base[u], Vec::set1(static_cast<double>(n))));
+      Vec::mask_store(st.mag + u * L, esc, m[u]);
+      act[u] = Vec::andnot(esc, act[u]);
+      return true;
+    };
+    // DDState::step (arith.hpp) for vector u after squares(u), the same values bit for bit;
+    // some additions go to the FMA pipes as x * 1 + y, doublings as x * 2 (exact, one rounding
+    // each as in the scalar code).
+    auto step = [&](int u) {
+      const V r2l = Vec::fma(th[u], zr[u].lo, Vec::fms(zr[u].hi, zr[u].hi, r2h[u]));
+      const V i2l = Vec::fma(ti[u], zi[u].lo, Vec::fma(zi[u].hi, zi[u].hi, ni2h[u]));
+      // zi <- 2 zr zi + ci; tl zih = zrl ti exactly (doublings are exact).
+      const V p = Vec::mul(th[u], zi[u].hi);
+      V e = Vec::fms(th[u], zi[u].hi, p);
+      V a = Vec::add(p, ci.hi);
+      e = Vec::fma(th[u], zi[u].lo, e);
+      V err = two_sum_err(p, ci.hi, a);
+      e = Vec::fma(zr[u].lo, ti[u], e);
+      V lo = Vec::fma(err, one, Vec::fma(e, one, ci.lo));
+      V nh = Vec::add(a, lo);
+      zi[u].lo = Vec::fnma(Vec::sub(nh, a), one, lo);
+      zi[u].hi = nh;
+      // zr <- (r2 - i2) + cr.
+      const V crh = Vec::load(st.crh + u * L), crl = Vec::load(st.crl + u * L);
+      a = Vec::add(r2h[u], ni2h[u]);
+      err = two_sum_err(r2h[u], ni2h[u], a);
+      e = Vec::fma(err, one, Vec::fnma(i2l, one, r2l));
+      const V a2 = Vec::add(a, crh);
+      err = two_sum_err(a, crh, a2);
+      lo = Vec::fma(err, one, Vec::fma(e, one, crl));
+      nh = Vec::add(a2, lo);
+      zr[u].lo = Vec::fnma(Vec::sub(nh, a2), one, lo);
+      zr[u].hi = nh;
+    };
+    // Refill once at least min_batch steps are done and a lane has finished: paid once per
+    // finished pixel where counts are long (deep views), at most every min_batch steps where
+    // they are short.
     for (int it = 1; it <= len; ++it) {
-      // DDState::step (arith.hpp), the same values bit for bit; some additions go to the FMA
-      // pipes as x * 1 + y, doublings as x * 2 (exact, one rounding each as in the scalar code).
-      V th[U], ti[U], r2h[U], r2l[U], ni2h[U], i2l[U], p[U], e[U], a[U], err[U], lo[U], nh[U],
-          a2[U];
+#if OVERDRIVE_DD_TEST_FIRST
+      // All vectors' tests, then all steps (AVX-512: 32 registers hold every vector's squares).
       unsigned any = 0;
-      OD_U(th[u] = Vec::mul(zr[u].hi, two))
-      OD_U(ti[u] = Vec::mul(zi[u].hi, two))
-      OD_U(r2h[u] = Vec::mul(zr[u].hi, zr[u].hi))
-      OD_U(ni2h[u] = Vec::fnma(zi[u].hi, zi[u].hi, zero)) // -(zih zih), one rounding
-      OD_U(m[u] = Vec::fnma(ni2h[u], one, r2h[u]))        // r2h + i2h
-      OD_U(any |= Vec::bits(Vec::and_(act[u], Vec::gt(m[u], four))))
+      for (int u = 0; u < U; ++u) {
+        squares(u);
+        any |= Vec::bits(Vec::and_(act[u], Vec::gt(m[u], four)));
+      }
       if (any) {
-        // Lanes escaped at step it - 1: their counts and |z|^2 are stored now (masked).
-        for (int u = 0; u < U; ++u) {
-          const M esc = Vec::and_(act[u], Vec::gt(m[u], four));
-          Vec::mask_store(st.cnt + u * L, esc,
-                          Vec::add(base[u], Vec::set1(static_cast<double>(it - 1))));
-          Vec::mask_store(st.mag + u * L, esc, m[u]);
-          act[u] = Vec::andnot(esc, act[u]);
-        }
+        for (int u = 0; u < U; ++u)
+          record(u, it - 1);
         pending = true;
       }
-      // Refill once at least min_batch steps are done and a lane has finished: paid once per
-      // finished pixel where counts are long (deep views), at most every min_batch steps where
-      // they are short.
       if (pending && it - 1 >= min_batch) {
         len = it - 1;
         break;
       }
-      OD_U(r2l[u] = Vec::fma(th[u], zr[u].lo, Vec::fms(zr[u].hi, zr[u].hi, r2h[u])))
-      OD_U(i2l[u] = Vec::fma(ti[u], zi[u].lo, Vec::fma(zi[u].hi, zi[u].hi, ni2h[u])))
-      // zi <- 2 zr zi + ci; tl zih = zrl ti exactly (doublings are exact).
-      OD_U(p[u] = Vec::mul(th[u], zi[u].hi))
-      OD_U(e[u] = Vec::fms(th[u], zi[u].hi, p[u]))
-      OD_U(a[u] = Vec::add(p[u], ci.hi))
-      OD_U(e[u] = Vec::fma(th[u], zi[u].lo, e[u]))
-      OD_U(err[u] = two_sum_err(p[u], ci.hi, a[u]))
-      OD_U(e[u] = Vec::fma(zr[u].lo, ti[u], e[u]))
-      OD_U(lo[u] = Vec::fma(err[u], one, Vec::fma(e[u], one, ci.lo)))
-      OD_U(nh[u] = Vec::add(a[u], lo[u]))
-      OD_U(zi[u].lo = Vec::fnma(Vec::sub(nh[u], a[u]), one, lo[u]))
-      OD_U(zi[u].hi = nh[u])
-      // zr <- (r2 - i2) + cr.
-      OD_U(a[u] = Vec::add(r2h[u], ni2h[u]))
-      OD_U(err[u] = two_sum_err(r2h[u], ni2h[u], a[u]))
-      OD_U(e[u] = Vec::fma(err[u], one, Vec::fnma(i2l[u], one, r2l[u])))
-      OD_U(a2[u] = Vec::add(a[u], Vec::load(st.crh + u * L)))
-      OD_U(err[u] = two_sum_err(a[u], Vec::load(st.crh + u * L), a2[u]))
-      OD_U(lo[u] = Vec::fma(err[u], one, Vec::fma(e[u], one, Vec::load(st.crl + u * L))))
-      OD_U(nh[u] = Vec::add(a2[u], lo[u]))
-      OD_U(zr[u].lo = Vec::fnma(Vec::sub(nh[u], a2[u]), one, lo[u]))
-      OD_U(zr[u].hi = nh[u])
+      for (int u = 0; u < U; ++u)
+        step(u);
+#else
+      // Vector by vector (AVX2: fewer live registers of its 16); the batch ends after the step.
+      for (int u = 0; u < U; ++u) {
+        squares(u);
+        if (record(u, it - 1)) pending = true;
+        step(u);
+      }
+      if (pending && it >= min_batch) {
+        len = it;
+        break;
+      }
+#endif
     }
-#undef OD_U
     for (int u = 0; u < U; ++u) {
       const int o = u * L;
       m[u] = Vec::fma(Vec::mul(zr[u].hi, zr[u].hi), one, Vec::mul(zi[u].hi, zi[u].hi));
