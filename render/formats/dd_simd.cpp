@@ -1,10 +1,12 @@
-// The double-double escape loop in SIMD, the formulas of DDArith (arith.hpp) lane by lane in
-// the same order, so the counts equal the scalar dd kernel's bit for bit. Built twice
+// The double-double escape loop in SIMD, the formulas of DDState (arith.hpp) lane by lane, so
+// the counts equal the scalar dd kernel's bit for bit (where an operation differs, e.g. a
+// negated square or FastTwoSum on ordered operands, it yields the same exact value). Built twice
 // (render/CMakeLists.txt): with AVX-512 flags and OVERDRIVE_KERNEL_AVX512 (8 lanes) and with
-// AVX2 + FMA (4 lanes); several independent vectors in flight (U), as one step is a chain of
-// ~20 dependent operations. Lanes whose pixel has finished are refilled with the next pixel of the
-// row every `batch` iterations; in between, finished lanes keep computing (their results are masked
-// out).
+// AVX2 + FMA (4 lanes); U = 4 independent vectors in flight. One step is ~41 vector FP
+// operations (the f64 kernel's: ~4.5), so the kernel is throughput-bound: ~1/8-1/9 of f64 SIMD.
+// Lanes whose pixel has finished are refilled with the next pixel of the row at the first
+// finished lane after at least min_batch steps; in between, finished lanes keep computing
+// (their results are masked out).
 #include "render/formats/dd_simd.hpp"
 
 #include <algorithm>
