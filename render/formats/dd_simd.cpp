@@ -1,10 +1,12 @@
-// The double-double escape loop in SIMD, the formulas of DDArith (arith.hpp) lane by lane in
-// the same order, so the counts equal the scalar dd kernel's bit for bit. Built twice
+// The double-double escape loop in SIMD, the formulas of DDState (arith.hpp) lane by lane, so
+// the counts equal the scalar dd kernel's bit for bit (where an operation differs, e.g. a
+// negated square or FastTwoSum on ordered operands, it yields the same exact value). Built twice
 // (render/CMakeLists.txt): with AVX-512 flags and OVERDRIVE_KERNEL_AVX512 (8 lanes) and with
-// AVX2 + FMA (4 lanes); several independent vectors in flight (U), as one step is a chain of
-// ~20 dependent operations. Lanes whose pixel has finished are refilled with the next pixel of the
-// row every `batch` iterations; in between, finished lanes keep computing (their results are masked
-// out).
+// AVX2 + FMA (4 lanes); U = 4 independent vectors in flight. One step is ~41 vector FP
+// operations (the f64 kernel's: ~4.5), so the kernel is throughput-bound: ~1/8-1/9 of f64 SIMD.
+// Lanes whose pixel has finished are refilled with the next pixel of the row at the first
+// finished lane after at least min_batch steps; in between, finished lanes keep computing
+// (their results are masked out).
 #include "render/formats/dd_simd.hpp"
 
 #include <algorithm>
@@ -21,10 +23,23 @@
 #endif
 
 #ifndef OVERDRIVE_DD_U512
-#define OVERDRIVE_DD_U512 2
+#define OVERDRIVE_DD_U512 4
+#endif
+#ifndef OVERDRIVE_DD_RANGE
+#define OVERDRIVE_DD_RANGE 1
+#endif
+#ifndef OVERDRIVE_DD_MINB
+#define OVERDRIVE_DD_MINB 8
+#endif
+#ifndef OVERDRIVE_DD_TEST_FIRST
+#if defined(OVERDRIVE_KERNEL_AVX512)
+#define OVERDRIVE_DD_TEST_FIRST 1
+#else
+#define OVERDRIVE_DD_TEST_FIRST 0
+#endif
 #endif
 #ifndef OVERDRIVE_DD_U256
-#define OVERDRIVE_DD_U256 2
+#define OVERDRIVE_DD_U256 4
 #endif
 
 namespace overdrive::formats {
@@ -90,13 +105,27 @@ using V = Vec::V;
 using M = Vec::M;
 constexpr int L = Vec::L;
 constexpr int U = Vec::U;
-constexpr int S = L * U; // lanes in flight
-constexpr int batch = 8; // iterations between refills
+constexpr int S = L * U;       // lanes in flight
+constexpr int batch = 1 << 20; // at most this many iterations between refills
+constexpr int min_batch = OVERDRIVE_DD_MINB;
+
+// The exact error of the rounded sum s = a + b (s - (a + b) as a double, exact). AVX-512: the
+// operands ordered by magnitude (vrangepd: max |.| / min |.| with their signs) and then
+// Dekker's FastTwoSum, exact when |big| >= |small| (which the ordering guarantees); AVX2:
+// Knuth's TwoSum. Both give the exact error, so the same bits as the scalar TwoSum.
+inline V two_sum_err(V a, V b, V s) {
+#if defined(OVERDRIVE_KERNEL_AVX512) && OVERDRIVE_DD_RANGE
+  const V big = _mm512_range_pd(a, b, 0x7), small = _mm512_range_pd(a, b, 0x6);
+  return Vec::sub(small, Vec::sub(s, big));
+#else
+  const V bb = Vec::sub(s, a);
+  return Vec::fma(Vec::sub(a, Vec::sub(s, bb)), Vec::set1(1.0), Vec::sub(b, bb));
+#endif
+}
 
 // The state of the S lanes between batches.
 struct alignas(64) Lanes {
-  double zrh[S], zrl[S], zih[S], zil[S], r2h[S], r2l[S], i2h[S], i2l[S], crh[S], crl[S], cnt[S],
-      mag[S];
+  double zrh[S], zrl[S], zih[S], zil[S], crh[S], crl[S], cnt[S], mag[S];
   int pix[S];
   unsigned active[U];
 };
@@ -130,14 +159,13 @@ std::uint64_t dd_row(const DDRow &job) {
       st.crh[l] = job.cr_hi[k];
       st.crl[l] = job.cr_lo[k];
       st.zrh[l] = st.zrl[l] = st.zih[l] = st.zil[l] = 0.0;
-      st.r2h[l] = st.r2l[l] = st.i2h[l] = st.i2l[l] = 0.0;
       st.cnt[l] = 0.0;
       st.mag[l] = 0.0;
       st.active[l / L] |= 1u << (l % L);
     } else {
       st.pix[l] = -1;
       st.crh[l] = st.crl[l] = st.zrh[l] = st.zrl[l] = st.zih[l] = st.zil[l] = 0.0;
-      st.r2h[l] = st.r2l[l] = st.i2h[l] = st.i2l[l] = st.cnt[l] = st.mag[l] = 0.0;
+      st.cnt[l] = st.mag[l] = 0.0;
     }
   };
   for (unsigned &a : st.active)
@@ -145,7 +173,7 @@ std::uint64_t dd_row(const DDRow &job) {
   for (int l = 0; l < S; ++l)
     start(l);
   const struct { V hi, lo; } ci{Vec::set1(job.ci_hi), Vec::set1(job.ci_lo)};
-  const V four = Vec::set1(4.0), two = Vec::set1(2.0), one = Vec::set1(1.0),
+  const V zero = Vec::set1(0.0), four = Vec::set1(4.0), two = Vec::set1(2.0), one = Vec::set1(1.0),
           maxit = Vec::set1(static_cast<double>(job.max_iter));
   for (;;) {
     // A batch of len iterations, len <= every active lane's remaining budget, so no lane passes
@@ -155,73 +183,114 @@ std::uint64_t dd_row(const DDRow &job) {
     double left = static_cast<double>(job.max_iter);
     for (int l = 0; l < S; ++l)
       if (st.active[l / L] & (1u << (l % L))) left = std::min(left, job.max_iter - st.cnt[l]);
-    const int len = std::min(batch, static_cast<int>(left));
+    int len = std::min(batch, static_cast<int>(left));
     struct P {
       V hi, lo;
-    } zr[U], zi[U], r2[U], i2[U];
+    } zr[U], zi[U];
     V base[U], m[U];
-    for (V &x : m)
-      x = Vec::set1(0.0);
     M act[U];
     for (int u = 0; u < U; ++u) {
       const int o = u * L;
       zr[u] = {Vec::load(st.zrh + o), Vec::load(st.zrl + o)};
       zi[u] = {Vec::load(st.zih + o), Vec::load(st.zil + o)};
-      r2[u] = {Vec::load(st.r2h + o), Vec::load(st.r2l + o)};
-      i2[u] = {Vec::load(st.i2h + o), Vec::load(st.i2l + o)};
       base[u] = Vec::load(st.cnt + o);
       act[u] = Vec::from_bits(st.active[u]);
     }
+    // Rotated loop: each body first forms the squares of the current z (needed by the step) and
+    // tests them (the escape test of the previous step, count base + it - 1; at it = 1 no
+    // active lane can fire: its z passed the test at the end of the previous batch, or is 0).
+    // Only z (4 registers per vector) is carried between steps.
+    V th[U], ti[U], r2h[U], ni2h[U];
+    bool pending = false;
+    // The squares of z and |z|^2 (leading parts) of vector u.
+    auto squares = [&](int u) {
+      th[u] = Vec::mul(zr[u].hi, two);
+      ti[u] = Vec::mul(zi[u].hi, two);
+      r2h[u] = Vec::mul(zr[u].hi, zr[u].hi);
+      ni2h[u] = Vec::fnma(zi[u].hi, zi[u].hi, zero); // -(zih zih), one rounding
+      m[u] = Vec::fnma(ni2h[u], one, r2h[u]);        // r2h + i2h
+    };
+    // Lanes of vector u that escaped at step n: count and |z|^2 stored (masked), lane off.
+    auto record = [&](int u, int n) {
+      const M esc = Vec::and_(act[u], Vec::gt(m[u], four));
+      if (!Vec::bits(esc)) return false;
+      Vec::mask_store(st.cnt + u * L, esc, Vec::add(base[u], Vec::set1(static_cast<double>(n))));
+      Vec::mask_store(st.mag + u * L, esc, m[u]);
+      act[u] = Vec::andnot(esc, act[u]);
+      return true;
+    };
+    // DDState::step (arith.hpp) for vector u after squares(u), the same values bit for bit;
+    // some additions go to the FMA pipes as x * 1 + y, doublings as x * 2 (exact, one rounding
+    // each as in the scalar code).
+    auto step = [&](int u) {
+      const V r2l = Vec::fma(th[u], zr[u].lo, Vec::fms(zr[u].hi, zr[u].hi, r2h[u]));
+      const V i2l = Vec::fma(ti[u], zi[u].lo, Vec::fma(zi[u].hi, zi[u].hi, ni2h[u]));
+      // zi <- 2 zr zi + ci; tl zih = zrl ti exactly (doublings are exact).
+      const V p = Vec::mul(th[u], zi[u].hi);
+      V e = Vec::fms(th[u], zi[u].hi, p);
+      V a = Vec::add(p, ci.hi);
+      e = Vec::fma(th[u], zi[u].lo, e);
+      V err = two_sum_err(p, ci.hi, a);
+      e = Vec::fma(zr[u].lo, ti[u], e);
+      V lo = Vec::fma(err, one, Vec::fma(e, one, ci.lo));
+      V nh = Vec::add(a, lo);
+      zi[u].lo = Vec::fnma(Vec::sub(nh, a), one, lo);
+      zi[u].hi = nh;
+      // zr <- (r2 - i2) + cr.
+      const V crh = Vec::load(st.crh + u * L), crl = Vec::load(st.crl + u * L);
+      a = Vec::add(r2h[u], ni2h[u]);
+      err = two_sum_err(r2h[u], ni2h[u], a);
+      e = Vec::fma(err, one, Vec::fnma(i2l, one, r2l));
+      const V a2 = Vec::add(a, crh);
+      err = two_sum_err(a, crh, a2);
+      lo = Vec::fma(err, one, Vec::fma(e, one, crl));
+      nh = Vec::add(a2, lo);
+      zr[u].lo = Vec::fnma(Vec::sub(nh, a2), one, lo);
+      zr[u].hi = nh;
+    };
+    // Refill once at least min_batch steps are done and a lane has finished: paid once per
+    // finished pixel where counts are long (deep views), at most every min_batch steps where
+    // they are short.
     for (int it = 1; it <= len; ++it) {
+#if OVERDRIVE_DD_TEST_FIRST
+      // All vectors' tests, then all steps (AVX-512: 32 registers hold every vector's squares).
+      unsigned any = 0;
       for (int u = 0; u < U; ++u) {
-        const int o = u * L;
-        const V crh = Vec::load(st.crh + o), crl = Vec::load(st.crl + o);
-        // DDState::step (arith.hpp), operation for operation, the same values bit for bit; some
-        // additions go to the FMA pipes as x * 1 + y, doublings as x * 2 (exact, one rounding
-        // each as in the scalar code), so the add pipes are not the bottleneck.
-        const V th = Vec::mul(zr[u].hi, two), tl = Vec::mul(zr[u].lo, two);
-        const V p = Vec::mul(th, zi[u].hi);
-        V e = Vec::fms(th, zi[u].hi, p);
-        e = Vec::fma(th, zi[u].lo, e);
-        e = Vec::fma(tl, zi[u].hi, e);
-        V a = Vec::add(p, ci.hi);
-        V bb = Vec::sub(a, p);
-        V err = Vec::fma(Vec::sub(p, Vec::sub(a, bb)), one, Vec::sub(ci.hi, bb));
-        V lo = Vec::fma(err, one, Vec::fma(e, one, ci.lo));
-        const V nih = Vec::add(a, lo);
-        zi[u].lo = Vec::fnma(Vec::sub(nih, a), one, lo);
-        zi[u].hi = nih;
-        a = Vec::sub(r2[u].hi, i2[u].hi);
-        bb = Vec::sub(a, r2[u].hi);
-        err = Vec::fnma(Vec::fma(i2[u].hi, one, bb), one, Vec::sub(r2[u].hi, Vec::sub(a, bb)));
-        e = Vec::fma(err, one, Vec::fnma(i2[u].lo, one, r2[u].lo));
-        const V a2 = Vec::add(a, crh);
-        bb = Vec::sub(a2, a);
-        err = Vec::fma(Vec::sub(a, Vec::sub(a2, bb)), one, Vec::sub(crh, bb));
-        lo = Vec::fma(err, one, Vec::fma(e, one, crl));
-        const V nrh = Vec::add(a2, lo);
-        zr[u].lo = Vec::fnma(Vec::sub(nrh, a2), one, lo);
-        zr[u].hi = nrh;
-        r2[u].hi = Vec::mul(zr[u].hi, zr[u].hi);
-        r2[u].lo =
-            Vec::fma(Vec::mul(zr[u].hi, two), zr[u].lo, Vec::fms(zr[u].hi, zr[u].hi, r2[u].hi));
-        i2[u].hi = Vec::mul(zi[u].hi, zi[u].hi);
-        i2[u].lo =
-            Vec::fma(Vec::mul(zi[u].hi, two), zi[u].lo, Vec::fms(zi[u].hi, zi[u].hi, i2[u].hi));
-        m[u] = Vec::fma(r2[u].hi, one, i2[u].hi);
-        const M esc = Vec::and_(act[u], Vec::gt(m[u], four));
-        if (Vec::bits(esc)) {
-          Vec::mask_store(st.cnt + o, esc, Vec::add(base[u], Vec::set1(static_cast<double>(it))));
-          Vec::mask_store(st.mag + o, esc, m[u]);
-          act[u] = Vec::andnot(esc, act[u]);
-        }
+        squares(u);
+        any |= Vec::bits(Vec::and_(act[u], Vec::gt(m[u], four)));
       }
+      if (any) {
+        for (int u = 0; u < U; ++u)
+          record(u, it - 1);
+        pending = true;
+      }
+      if (pending && it - 1 >= min_batch) {
+        len = it - 1;
+        break;
+      }
+      for (int u = 0; u < U; ++u)
+        step(u);
+#else
+      // Vector by vector (AVX2: fewer live registers of its 16); the batch ends after the step.
+      for (int u = 0; u < U; ++u) {
+        squares(u);
+        if (record(u, it - 1)) pending = true;
+        step(u);
+      }
+      if (pending && it >= min_batch) {
+        len = it;
+        break;
+      }
+#endif
     }
     for (int u = 0; u < U; ++u) {
       const int o = u * L;
+      m[u] = Vec::fma(Vec::mul(zr[u].hi, zr[u].hi), one, Vec::mul(zi[u].hi, zi[u].hi));
+      const M esc = Vec::and_(act[u], Vec::gt(m[u], four));
       Vec::mask_store(st.cnt + o, act[u], Vec::add(base[u], Vec::set1(static_cast<double>(len))));
       Vec::mask_store(st.mag + o, act[u], m[u]);
-      // Lanes at max_iter are done.
+      // Lanes that escaped at the last step or reached max_iter are done.
+      act[u] = Vec::andnot(esc, act[u]);
       act[u] = Vec::and_(act[u], Vec::lt(Vec::load(st.cnt + o), maxit));
     }
     bool all_on = true;
@@ -231,10 +300,6 @@ std::uint64_t dd_row(const DDRow &job) {
       Vec::store(st.zrl + o, zr[u].lo);
       Vec::store(st.zih + o, zi[u].hi);
       Vec::store(st.zil + o, zi[u].lo);
-      Vec::store(st.r2h + o, r2[u].hi);
-      Vec::store(st.r2l + o, r2[u].lo);
-      Vec::store(st.i2h + o, i2[u].hi);
-      Vec::store(st.i2l + o, i2[u].lo);
       st.active[u] = Vec::bits(act[u]);
       all_on = all_on && st.active[u] == (1u << L) - 1u;
     }
