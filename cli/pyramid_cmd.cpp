@@ -1,8 +1,9 @@
 // `overdrive pyramid`: every tile of zoom levels A..B within a bbox, written once as
 // DIR/z/x/y.png (the server's bytes for /tile/z/x/y.png with the same parameters) plus
-// DIR/pyramid.json. Resumable: each tile goes to y.png.part and is renamed, so an interrupted run
-// leaves only complete tiles and a rerun skips them. Under `mpirun -n R` the ranks share the
-// tiles (pyramid_mpi.cpp) and write into one DIR.
+// DIR/pyramid.json. Resumable: each tile goes to y.png.HOST-PID.part (a name no other process
+// writes, so even two runs overlapping in one DIR cannot mix bytes) and is renamed, so an
+// interrupted run leaves only complete tiles and a rerun skips them. Under `mpirun -n R` the ranks
+// share the tiles (pyramid_mpi.cpp) and write into one DIR.
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
 #include "cli/pyramid.hpp"
@@ -101,6 +102,34 @@ ZoomRange zoom_range(int z, const Bbox &b) {
   return r;
 }
 
+/// ".HOST-PID.part": this process's temporary names (unique on a shared file system too).
+const std::string &part_suffix() {
+  static const std::string suffix = [] {
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    return "." + std::string(host) + "-" + std::to_string(getpid()) + ".part";
+  }();
+  return suffix;
+}
+
+/// Removes the *.part files a killed run left under dir/z for the plan's zooms, those older than
+/// since (a run writing into dir right now keeps its own). Returns how many.
+std::size_t remove_stale_parts(const fs::path &dir, const Plan &plan, fs::file_time_type since) {
+  std::size_t n = 0;
+  for (const auto &zr : plan.zooms) {
+    std::error_code ec;
+    for (auto it = fs::recursive_directory_iterator(dir / std::to_string(zr.z), ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      std::error_code ec2;
+      if (name.size() > 5 && name.ends_with(".part") && it->last_write_time(ec2) < since && !ec2 &&
+          fs::remove(it->path(), ec2))
+        ++n;
+    }
+  }
+  return n;
+}
+
 /// The "tile_params" of an existing DIR/pyramid.json, or "" if there is none or it has none.
 std::string existing_tile_params(const fs::path &dir) {
   std::ifstream in(dir / "pyramid.json");
@@ -117,7 +146,7 @@ std::string existing_tile_params(const fs::path &dir) {
 }
 
 bool write_atomically(const fs::path &path, const std::string &text) {
-  const fs::path part = path.string() + ".part";
+  const fs::path part = path.string() + part_suffix();
   {
     std::ofstream out(part, std::ios::binary | std::ios::trunc);
     out << text;
@@ -269,6 +298,7 @@ int run_pyramid(const PyramidArgs &a) {
   status = broadcast_status(status);
   if (status != 0) return status;
 
+  const auto started = fs::file_time_type::clock::now();
   // ---- render this rank's share ---------------------------------------------------------------
   ExecutorOptions eo;
   eo.workers = a.workers;
@@ -294,7 +324,7 @@ int run_pyramid(const PyramidArgs &a) {
     const std::vector<std::uint8_t> png =
         encode_png(rgb, req.view.pixel_width, req.view.pixel_height);
     fs::create_directories(folder, ec);
-    const fs::path part = file.string() + ".part";
+    const fs::path part = file.string() + part_suffix();
     {
       std::ofstream out(part, std::ios::binary | std::ios::trunc);
       out.write(reinterpret_cast<const char *>(png.data()),
@@ -320,6 +350,7 @@ int run_pyramid(const PyramidArgs &a) {
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::vector<RankStats> ranks = gather_stats(mine);
   if (world.rank != 0) return mine.errors > 0 ? 1 : 0;
+  const std::size_t stale = remove_stale_parts(dir, plan, started);
 
   // ---- summary and pyramid.json (rank 0) ------------------------------------------------------
   RankStats sum;
@@ -354,7 +385,8 @@ int run_pyramid(const PyramidArgs &a) {
     << ", " << fmt_g(box.im1) << "],\n  \"complete\": " << (sum.errors == 0 ? "true" : "false")
     << ",\n  \"tiles\": " << plan.total << ",\n  \"rendered\": " << fmt_f(rendered, 0)
     << ",\n  \"skipped\": " << fmt_f(skipped, 0) << ",\n  \"errors\": " << fmt_f(sum.errors, 0)
-    << ",\n  \"bytes_written\": " << fmt_f(bytes, 0) << ",\n  \"wall_seconds\": " << fmt_f(wall, 3)
+    << ",\n  \"stale_parts_removed\": " << stale << ",\n  \"bytes_written\": " << fmt_f(bytes, 0)
+    << ",\n  \"wall_seconds\": " << fmt_f(wall, 3)
     << ",\n  \"tiles_per_second\": " << fmt_f(wall > 0 ? rendered / wall : 0, 1)
     << ",\n  \"ranks\": " << world.size << ",\n  \"schedule\": \"" << a.schedule
     << "\",\n  \"executor\": \"" << to_string(*kind)
