@@ -374,6 +374,12 @@ int run_pyramid(const PyramidArgs &a) {
     bytes += sum.bytes[z];
   }
   const double total = static_cast<double>(plan.total);
+  // Every tile must be accounted for exactly once over all ranks (a scheduling bug otherwise).
+  if (rendered + skipped + sum.errors != total) {
+    std::cerr << "overdrive pyramid: error: the ranks accounted for "
+              << fmt_f(rendered + skipped + sum.errors, 0) << " tiles, not " << plan.total << "\n";
+    sum.errors += 1;
+  }
   auto share = [&](std::size_t r) { return total > 0 ? 100.0 * rank_tiles[r] / total : 0.0; };
   std::ostringstream j;
   j << "{\n  \"format\": \"overdrive-pyramid 1\",\n  \"tile_params\": \"" << tile_params
