@@ -15,6 +15,8 @@ void add_serve_command(CLI::App &app);
 /// `serve` receives them through sigwait (a graceful stop) however early they arrive. main()
 /// calls it first thing for `serve`.
 void block_stop_signals() noexcept;
+/// `overdrive pyramid`: every tile of zoom levels A..B to DIR/z/x/y.png, across MPI ranks.
+void add_pyramid_command(CLI::App &app);
 /// `overdrive bench`: arrival-pattern HTTP benchmark of the executors.
 void add_bench_command(CLI::App &app);
 

@@ -32,6 +32,7 @@ int main(int argc, char **argv) {
   overdrive::cli::add_render_command(app);
   overdrive::cli::add_serve_command(app);
   overdrive::cli::add_bench_command(app);
+  overdrive::cli::add_pyramid_command(app);
   std::string names;
   if (argc > 1 && argv[1][0] != '-' && !is_known_command(app, argv[1], names)) {
     std::cerr << "overdrive: unknown command '" << argv[1] << "' (valid: " << names << ")\n";

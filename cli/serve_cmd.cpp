@@ -124,6 +124,10 @@ void add_serve_command(CLI::App &app) {
                   "Seconds from a request's first byte until its headers are complete; 408 "
                   "after (default 10; stops slowloris clients)")
       ->check(CLI::Range(1, 300));
+  cmd->add_option("--pyramid", o.pyramid_dir,
+                  "Serve tiles from this `overdrive pyramid` DIR when present there with the "
+                  "request's parameters; render the others live")
+      ->check(CLI::ExistingDirectory);
   cmd->add_option("--cache-mb", args->cache_mb,
                   "MiB of encoded tiles kept in memory, least recently used evicted first "
                   "(default 64, 0 = no cache); a request with ?nonce= bypasses it")

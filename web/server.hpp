@@ -97,6 +97,11 @@ struct ServerOptions {
   /// Concurrent requests for the same tile (any executor) render once, the others wait for it.
   /// Off here for the same reason; `overdrive serve` turns it on (--no-coalesce turns it off).
   bool coalesce = false;
+  /// A directory written by `overdrive pyramid`: a tile request (without nonce) whose size, iter,
+  /// palette and precision equal DIR/pyramid.json's "tile_params" is answered with
+  /// DIR/z/x/y.png when that file exists (X-Overdrive-Cache: pyramid), else rendered live; the
+  /// bytes are the same either way. Empty = no pyramid.
+  std::string pyramid_dir;
 };
 
 /// The HTTP tile server. Construct, start(), then wait() (or stop() from another thread).

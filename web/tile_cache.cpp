@@ -29,6 +29,16 @@ std::string tile_key(const TileQuery &q) {
   return k;
 }
 
+std::string tile_params_key(const TileQuery &q) {
+  std::string k(kRendererVersion);
+  k += ':' + std::to_string(q.request.view.pixel_width) + ':' + std::to_string(q.request.max_iter);
+  k += ':';
+  k += to_string(q.request.palette);
+  k += ':';
+  k += to_string(q.request.precision);
+  return k;
+}
+
 std::string tile_etag(std::string_view key) {
   std::string e;
   e.reserve(key.size() + 2);

@@ -32,6 +32,10 @@ inline constexpr std::string_view kRendererVersion = "r1";
 /// same bytes; test Web.EveryExecutorServesTheSameBytes), nor is a nonce (nonce requests bypass
 /// the cache altogether). The cache and the flights are keyed by it; the ETag is it, quoted.
 std::string tile_key(const TileQuery &q);
+/// The part of tile_key every tile of a pyramid shares: "r1:SIZE:ITER:PALETTE:PRECISION".
+/// `overdrive pyramid` writes it to DIR/pyramid.json ("tile_params"); `serve --pyramid DIR`
+/// serves DIR/z/x/y.png only for a request whose tile_params_key equals it.
+std::string tile_params_key(const TileQuery &q);
 /// The strong ETag of a tile: its key in double quotes.
 std::string tile_etag(std::string_view key);
 /// Whether an If-None-Match field value matches etag: "*", or a comma-separated list of entity

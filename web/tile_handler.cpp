@@ -15,9 +15,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <future>
 #include <optional>
 #include <span>
+#include <sstream>
 
 namespace overdrive {
 namespace {
@@ -59,6 +61,25 @@ struct TileResult {
   int worker = -1;
   bool cancelled = false; // the client left before a worker took the tile
 };
+
+/// DIR/z/x/y.png of a pyramid whose pyramid.json has q's tile_params, or nullopt. Read per
+/// request (a pyramid may grow or be replaced while the server runs); a miss costs one stat.
+std::optional<std::string> pyramid_tile(const std::string &dir, const TileQuery &q) {
+  auto slurp = [](const std::string &path) -> std::optional<std::string> {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return std::nullopt;
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  auto png = slurp(dir + "/" + std::to_string(q.tile.z) + "/" + std::to_string(q.tile.x) + "/" +
+                   std::to_string(q.tile.y) + ".png");
+  if (!png) return std::nullopt;
+  const auto manifest = slurp(dir + "/pyramid.json");
+  const std::string tag = "\"tile_params\": \"" + detail::tile_params_key(q) + "\"";
+  if (!manifest || manifest->find(tag) == std::string::npos) return std::nullopt;
+  return png;
+}
 
 } // namespace
 
@@ -148,6 +169,18 @@ void TileServer::Impl::handle_tile(const httplib::Request &req, httplib::Respons
       if (opt.access_log) detail::log_note().timing = "hit io=" + fixed3(io_ms) + " ms";
       set_png(res, *body);
       return;
+    }
+    if (!opt.pyramid_dir.empty()) {
+      if (const auto png = pyramid_tile(opt.pyramid_dir, q)) {
+        const double io_ms = connection_wait_ms();
+        res.set_header("Server-Timing", metric(t::io, io_ms, "waiting for an I/O thread") + ", " +
+                                            std::string(t::cache) + ";desc=\"pyramid\"");
+        res.set_header(std::string(h::cache), "pyramid");
+        set_cache_headers();
+        detail::log_note().executor = "pyramid";
+        set_png(res, *png);
+        return;
+      }
     }
     if (opt.coalesce) {
       ticket = flights.join(key);

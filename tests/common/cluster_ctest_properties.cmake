@@ -4,3 +4,7 @@
 if(test_cluster_TESTS)
   set_tests_properties(${test_cluster_TESTS} PROPERTIES RUN_SERIAL TRUE TIMEOUT 300)
 endif()
+# The pyramid tests start mpirun, servers and nginx and render hundreds of tiles: alone too.
+if(test_pyramid_TESTS)
+  set_tests_properties(${test_pyramid_TESTS} PROPERTIES RUN_SERIAL TRUE TIMEOUT 400)
+endif()
