@@ -84,8 +84,10 @@ PngBand encode_png_band(std::span<const std::uint8_t> rgb, int width, bool last)
   band.last = last;
   band.filtered_bytes = n;
   band.adler = isal_adler32(1, filtered.data(), n);
-  // Worst case: stored blocks, 5 bytes per 64 KiB, plus block headers and the flush marker.
-  band.deflate.resize(n + 5 * (n / 65535 + 1) + ISAL_DEF_MAX_HDR_SIZE + 64);
+  // Worst case: stored blocks, 5 bytes per 64 KiB, plus block headers and the flush marker. The
+  // segment is compressed into a per-thread buffer and copied out at its (much smaller) size.
+  thread_local std::vector<std::uint8_t> compressed;
+  compressed.resize(n + 5 * (n / 65535 + 1) + ISAL_DEF_MAX_HDR_SIZE + 64);
   isal_zstream z;
   isal_deflate_stateless_init(&z);
   z.level = kLevel;
@@ -94,14 +96,13 @@ PngBand encode_png_band(std::span<const std::uint8_t> rgb, int width, bool last)
   z.gzip_flag = IGZIP_DEFLATE;
   z.next_in = filtered.data();
   z.avail_in = static_cast<std::uint32_t>(n);
-  z.next_out = band.deflate.data();
-  z.avail_out = static_cast<std::uint32_t>(band.deflate.size());
+  z.next_out = compressed.data();
+  z.avail_out = static_cast<std::uint32_t>(compressed.size());
   z.end_of_stream = last ? 1 : 0;
   z.flush = last ? NO_FLUSH : FULL_FLUSH; // byte-aligned, no history across bands
   if (isal_deflate_stateless(&z) != COMP_OK)
     throw std::runtime_error("encode_png_band: igzip failed");
-  band.deflate.resize(z.total_out);
-  band.deflate.shrink_to_fit();
+  band.deflate.assign(compressed.begin(), compressed.begin() + z.total_out);
   return band;
 }
 
