@@ -2,8 +2,8 @@
 // then written in row order as IDAT chunks. The layout is pigz's: every band but the last is a
 // raw deflate segment that ends with a full flush (byte-aligned, no back-references across it),
 // so the segments concatenate into one zlib stream; the zlib checksum is the Adler-32s of the
-// bands joined with adler32_combine's arithmetic. ISA-L igzip deflates (level 1, filter "none":
-// encode_png's measured best, see png.cpp) and computes the Adler-32 and the chunk CRC-32s.
+// bands joined with adler32_combine's arithmetic. ISA-L igzip deflates (level 0, filter "none";
+// see kLevel for why not encode_png's level 1) and computes the Adler-32 and the chunk CRC-32s.
 #include "render/render.hpp"
 
 #include <algorithm>
@@ -12,12 +12,18 @@
 #include <isa-l/crc.h>
 #include <isa-l/igzip_lib.h>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 
 namespace overdrive {
 namespace {
 
-constexpr int kLevel = 1;                               // encode_png's level (png.cpp kProduction)
+// igzip level 0, not encode_png's level 1: at level 1 the same band, encoded by two workers of one
+// process at once, now and then came out a byte or two different (valid, same pixels; cause not
+// found: not the buffers' contents or alignment, not the history of the thread), which breaks
+// "identical bytes whatever the workers or ranks". Level 0 never did in the same stress runs
+// (bench/README.md, "Posters"); it is also faster, for ~20% more bytes.
+constexpr int kLevel = 0;
 constexpr std::size_t kBandTarget = 256 * 1024;         // filtered bytes per band, about
 constexpr std::size_t kMaxChunk = std::size_t{1} << 30; // PNG allows 2^31 - 1 per chunk
 constexpr std::uint32_t kAdlerBase = 65521;
@@ -68,9 +74,8 @@ PngBand encode_png_band(std::span<const std::uint8_t> rgb, int width, bool last)
       rows * filtered_row_bytes(width) > std::numeric_limits<std::uint32_t>::max() / 2)
     throw std::invalid_argument("encode_png_band: band too large");
 
-  // Per-thread buffers: the filtered rows and igzip's level buffer, reused band after band.
+  // Per-thread buffers, reused band after band.
   thread_local std::vector<std::uint8_t> filtered;
-  thread_local std::vector<std::uint8_t> level_buf(ISAL_DEF_LVL1_DEFAULT);
   const std::size_t n = rows * filtered_row_bytes(width);
   filtered.resize(n);
   for (std::size_t r = 0; r < rows; ++r) {
@@ -88,11 +93,13 @@ PngBand encode_png_band(std::span<const std::uint8_t> rgb, int width, bool last)
   // segment is compressed into a per-thread buffer and copied out at its (much smaller) size.
   thread_local std::vector<std::uint8_t> compressed;
   compressed.resize(n + 5 * (n / 65535 + 1) + ISAL_DEF_MAX_HDR_SIZE + 64);
-  isal_zstream z;
+  // The stream (82 KB) per thread rather than on a worker's stack.
+  thread_local std::unique_ptr<isal_zstream> stream = std::make_unique<isal_zstream>();
+  isal_zstream &z = *stream;
   isal_deflate_stateless_init(&z);
   z.level = kLevel;
-  z.level_buf = level_buf.data();
-  z.level_buf_size = static_cast<std::uint32_t>(level_buf.size());
+  z.level_buf = nullptr; // level 0 needs none
+  z.level_buf_size = 0;
   z.gzip_flag = IGZIP_DEFLATE;
   z.next_in = filtered.data();
   z.avail_in = static_cast<std::uint32_t>(n);

@@ -136,7 +136,7 @@ struct PngBand {
 };
 
 /// Filters and deflates whole rows of RGB (3 x width bytes each; at least one row); last marks
-/// the image's last rows. Thread-safe; ISA-L igzip at the level encode_png uses.
+/// the image's last rows. Thread-safe; ISA-L igzip level 0 (identical bytes on every thread).
 PngBand encode_png_band(std::span<const std::uint8_t> rgb, int width, bool last);
 
 /// Rows per band for a streamed width x height image: about 256 KiB of filtered bytes, and at
