@@ -1,5 +1,8 @@
-// `overdrive render`: renders a view or a tile to a PNG file, in row bands, with progress.
+// `overdrive render`: renders a view or a tile to a PNG file, streamed in row bands
+// (cli/poster.cpp), with progress; under mpirun across the ranks.
 #include "cli/commands.hpp"
+#include "cli/mpi_session.hpp"
+#include "cli/poster.hpp"
 #include "executors/executor.hpp"
 #include "render/render.hpp"
 
@@ -79,6 +82,9 @@ std::pair<int, int> parse_size(const std::string &s) {
   if (w < 1 || h < 1 || w > Limits::max_image_side || h > Limits::max_image_side)
     fail("--size " + s + " is out of range (1 to " + std::to_string(Limits::max_image_side) +
          " pixels per side)");
+  if (static_cast<std::uint64_t>(w) * static_cast<std::uint64_t>(h) > Limits::max_image_pixels)
+    fail("--size " + s + " is " + std::to_string(w * h) + " pixels, more than the cap of " +
+         std::to_string(Limits::max_image_pixels) + " (65536x65536)");
   return {static_cast<int>(w), static_cast<int>(h)};
 }
 
@@ -121,74 +127,51 @@ RenderRequest build_request(const RenderArgs &a) {
 
 int run_render(const RenderArgs &a) {
   const RenderRequest req = build_request(a);
-  // Fail before minutes of rendering if the output cannot be written.
-  std::ofstream file(a.out, std::ios::binary | std::ios::trunc);
-  if (!file) fail("cannot write '" + a.out + "': " + std::strerror(errno));
-
   const int w = req.view.pixel_width, h = req.view.pixel_height;
-  Image img{w, h, std::vector<std::uint8_t>(static_cast<std::size_t>(w) * h * 3)};
   ExecutorOptions eo;
   eo.workers = a.workers;
   eo.split = a.split;
   const auto executor = make_executor(a.executor, eo);
 
-  // Bands of rows are the unit of parallel work: small enough to balance the uneven cost of
-  // rows near the set, large enough that a band costs far more than submitting it.
-  const int band = std::clamp(h / (executor->workers() * 64), 1, 16);
-  const bool progress = isatty(STDERR_FILENO) != 0;
-  const auto row_bytes = static_cast<std::size_t>(w) * 3;
-  const auto t0 = std::chrono::steady_clock::now();
-  std::vector<std::future<RenderStats>> bands;
-  for (int row = 0; row < h; row += band) {
-    const int end = std::min(h, row + band);
-    auto part = std::span(img.rgb).subspan(static_cast<std::size_t>(row) * row_bytes,
-                                           static_cast<std::size_t>(end - row) * row_bytes);
-    auto f = submit_task(
-        *executor,
-        [&req, row, end, part, row_bytes](const JobContext &ctx) {
-          RenderStats s;
-          ctx.for_rows(row, end, [&](int a0, int b0) {
-            s += render_rows(req, a0, b0,
-                             part.subspan(static_cast<std::size_t>(a0 - row) * row_bytes,
-                                          static_cast<std::size_t>(b0 - a0) * row_bytes));
-          });
-          return s;
-        },
-        "rows " + std::to_string(row));
-    if (!f) fail("the executor refused work"); // unlimited queue: cannot happen
-    bands.push_back(std::move(*f));
-  }
-  RenderStats stats;
-  for (std::size_t i = 0; i < bands.size(); ++i) {
-    stats += bands[i].get();
-    if (progress) std::fprintf(stderr, "\rrendering %3zu%%", (i + 1) * 100 / bands.size());
-  }
-  if (progress) std::fprintf(stderr, "\r               \r");
-  const auto t1 = std::chrono::steady_clock::now();
+  // Streamed (cli/poster.cpp): bands rendered and encoded on the workers, written in order; under
+  // mpirun spread over the ranks, rank 0 writing.
+  const BandRenderer render = [&req](const JobContext &ctx, int begin, int end,
+                                     std::span<std::uint8_t> out) {
+    const auto row_bytes = static_cast<std::size_t>(req.view.pixel_width) * 3;
+    RenderStats s;
+    ctx.for_rows(begin, end, [&](int a0, int b0) {
+      s += render_rows(req, a0, b0,
+                       out.subspan(static_cast<std::size_t>(a0 - begin) * row_bytes,
+                                   static_cast<std::size_t>(b0 - a0) * row_bytes));
+    });
+    return s;
+  };
+  const bool writer = mpi_world().rank == 0;
+  const PosterResult res =
+      render_poster(w, h, *executor, render, a.out, writer && isatty(STDERR_FILENO) != 0);
   executor->shutdown();
+  if (!res.ok) fail(res.error);
+  if (!writer) return 0;
   const ExecutorStats es = executor->stats();
-  const auto png = encode_png(img);
-  const auto t2 = std::chrono::steady_clock::now();
-  file.write(reinterpret_cast<const char *>(png.data()), static_cast<std::streamsize>(png.size()));
-  file.close();
-  if (!file) fail("writing '" + a.out + "' failed");
-  auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
-  std::cerr << "wrote " << a.out << " (" << w << "x" << h << ", " << png.size() / 1024
-            << " KiB; render " << ms(t1 - t0) << " ms, encode " << ms(t2 - t1) << " ms)\n";
+  std::cerr << "wrote " << a.out << " (" << w << "x" << h << ", " << res.png_bytes / 1024
+            << " KiB; " << res.wall_ms << " ms: render " << res.render_ms << " ms, encode "
+            << res.encode_ms << " ms summed over " << res.ranks << " x " << executor->workers()
+            << " workers)\n";
   if (a.stats) {
-    char line[512];
-    std::snprintf(
-        line, sizeof line,
-        "{\"executor\":\"%s\",\"workers\":%d,\"split\":%s,\"width\":%d,\"height\":%d,"
-        "\"max_iter\":%d,\"precision\":\"%s\",\"isa\":\"%s\",\"iterations\":%llu,"
-        "\"render_ms\":%.3f,\"encode_ms\":%.3f,\"png_bytes\":%zu,\"bands\":%zu,\"busy_ms\":[",
-        std::string(executor->name()).c_str(), executor->workers(), a.split ? "true" : "false", w,
-        h, req.max_iter, std::string(to_string(req.precision)).c_str(),
-        std::string(to_string(req.isa == Isa::Auto ? best_isa() : req.isa)).c_str(),
-        static_cast<unsigned long long>(stats.iterations), ms(t1 - t0), ms(t2 - t1), png.size(),
-        bands.size());
+    char line[640];
+    std::snprintf(line, sizeof line,
+                  "{\"executor\":\"%s\",\"workers\":%d,\"split\":%s,\"ranks\":%d,\"width\":%d,"
+                  "\"height\":%d,\"max_iter\":%d,\"precision\":\"%s\",\"isa\":\"%s\","
+                  "\"iterations\":%llu,\"wall_ms\":%.3f,\"render_ms\":%.3f,\"encode_ms\":%.3f,"
+                  "\"png_bytes\":%llu,\"bands\":%zu,\"busy_ms\":[",
+                  std::string(executor->name()).c_str(), executor->workers(),
+                  a.split ? "true" : "false", res.ranks, w, h, req.max_iter,
+                  std::string(to_string(req.precision)).c_str(),
+                  std::string(to_string(req.isa == Isa::Auto ? best_isa() : req.isa)).c_str(),
+                  static_cast<unsigned long long>(res.stats.iterations), res.wall_ms, res.render_ms,
+                  res.encode_ms, static_cast<unsigned long long>(res.png_bytes), res.bands);
     std::string json = line;
-    // Per-worker busy time shows how evenly the bands spread over the workers.
+    // Per-worker busy time (this process) shows how evenly the bands spread over the workers.
     for (std::size_t k = 0; k < es.busy_seconds.size(); ++k) {
       char v[32];
       std::snprintf(v, sizeof v, "%s%.3f", k ? "," : "", es.busy_seconds[k] * 1000.0);
@@ -224,7 +207,8 @@ void add_render_command(CLI::App &app) {
       ->excludes(width);
   cmd->add_option("--size", args->size,
                   "Image size WIDTHxHEIGHT or N (default 1024x1024, 256 for a tile; at most " +
-                      std::to_string(Limits::max_image_side) + " per side)");
+                      std::to_string(Limits::max_image_side) + " per side and " +
+                      std::to_string(Limits::max_image_pixels) + " pixels)");
   cmd->add_option("--iter", args->iter,
                   "Maximum iterations per pixel (1 to " + std::to_string(Limits::max_iterations) +
                       ", default 1000)")
@@ -250,8 +234,9 @@ void add_render_command(CLI::App &app) {
       ->check(CLI::Range(1, 256));
   cmd->add_flag("--split", args->split, "tbb: also split each band across all workers");
   cmd->add_flag("--stats", args->stats,
-                "Print one JSON line on stderr after the render: executor, workers, size, "
-                "iterations, render and encode ms");
+                "Print one JSON line on stderr after the render: executor, workers, ranks, size, "
+                "iterations, wall ms, render and encode ms (summed over workers and ranks: "
+                "they overlap)");
   cmd->callback([args] { std::exit(run_render(*args)); });
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -16,7 +17,10 @@ namespace overdrive {
 /// Hard limits shared by every front end (CLI, HTTP); validate against them at the edge.
 /// One definition of each cap: the HTTP parser, the CLI and the bench all read these.
 struct Limits {
-  static constexpr int max_image_side = 32768;    ///< Pixels per side of one CLI image.
+  static constexpr int max_image_side = 131072; ///< Pixels per side of one CLI image.
+  /// Pixels of one CLI image (width x height), at most: a 65536 x 65536 poster. Streamed, such a
+  /// poster never holds its 12.9 GB of RGB, but it takes hours and a PNG of gigabytes.
+  static constexpr std::uint64_t max_image_pixels = std::uint64_t{1} << 32;
   static constexpr int max_iterations = 10000000; ///< Iteration cap for one pixel of a CLI image.
   static constexpr int min_tile_size = 16;        ///< Pixels per side of one tile, at least.
   static constexpr int max_tile_size = 1024;      ///< Pixels per side of one tile, at most.
@@ -131,6 +135,64 @@ Image render_image(const RenderRequest &req, RenderStats *stats = nullptr);
 std::vector<std::uint8_t> encode_png(const Image &image);
 /// Encodes rows of RGB pixels as an 8-bit RGB PNG (lets callers avoid copying into an Image).
 std::vector<std::uint8_t> encode_png(std::span<const std::uint8_t> rgb, int width, int height);
+
+// ---- streaming PNG: posters bigger than memory ---------------------------------------------
+
+/// Rows of an 8-bit RGB PNG filtered (filter "none") and deflated on their own: a raw deflate
+/// segment that ends on a byte boundary (a full flush; the final block if the band holds the
+/// image's last row) and the Adler-32 of the bytes it compresses. Segments of consecutive bands
+/// concatenate into one zlib stream and their checksums combine (as pigz joins its blocks), so
+/// bands are encoded in parallel, on any thread or process, and written in order by PngStream.
+struct PngBand {
+  int rows = 0;                      ///< Image rows in the band.
+  bool last = false;                 ///< The segment is the final deflate block.
+  std::uint32_t adler = 1;           ///< Adler-32 of the filtered rows.
+  std::uint64_t filtered_bytes = 0;  ///< rows x (1 + 3 x width): what adler covers.
+  std::vector<std::uint8_t> deflate; ///< The raw deflate segment.
+};
+
+/// Filters and deflates whole rows of RGB (3 x width bytes each; at least one row); last marks
+/// the image's last rows. Thread-safe; ISA-L igzip level 0 (identical bytes on every thread).
+PngBand encode_png_band(std::span<const std::uint8_t> rgb, int width, bool last);
+
+/// Rows per band for a streamed width x height image: about 256 KiB of filtered bytes, and at
+/// least 64 bands when the image is tall enough. A function of the size only, so a streamed PNG's
+/// bytes do not depend on how many workers or processes encoded it.
+int png_band_rows(int width, int height) noexcept;
+
+/// Writes an 8-bit RGB PNG to a sink as its bands arrive in row order: signature and IHDR at
+/// construction, one IDAT chunk per band, the checksum and IEND at finish(). Holds no pixels.
+class PngStream {
+public:
+  /// Receives the file's bytes in order.
+  using Sink = std::function<void(std::span<const std::uint8_t>)>;
+  /// Throws std::invalid_argument for a size PNG cannot hold.
+  PngStream(int width, int height, Sink sink);
+  /// Appends the next band (rows in order). Throws std::logic_error for rows beyond the height
+  /// or after the final segment.
+  void append(const PngBand &band);
+  /// encode_png_band + append on the calling thread.
+  void append_rows(std::span<const std::uint8_t> rgb);
+  /// Ends the zlib stream and writes IEND. Throws std::logic_error unless every row arrived.
+  void finish();
+  int rows_written() const noexcept { return rows_; }
+  std::uint64_t bytes_written() const noexcept { return bytes_; }
+
+private:
+  void chunk(const char type[4], std::span<const std::uint8_t> data,
+             std::span<const std::uint8_t> prefix = {});
+  int width_, height_;
+  Sink sink_;
+  int rows_ = 0;
+  bool final_ = false, finished_ = false;
+  std::uint32_t adler_ = 1;
+  std::uint64_t bytes_ = 0;
+};
+
+/// The whole image through PngStream in bands of band_rows rows (tests and benchmarks): the
+/// bytes a streamed render of the same size writes when band_rows = png_band_rows().
+std::vector<std::uint8_t> encode_png_streamed(std::span<const std::uint8_t> rgb, int width,
+                                              int height, int band_rows);
 
 // ---- the kernel boundary -------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ TEST_CASE("Cli.HelpIsComplete") {
   const Run r = run_overdrive("render --help");
   CHECK(r.status == 0);
   for (const char *flag : {"--center", "--width", "--tile", "--size", "--iter", "--palette",
-                           "--out", "32768", "10000000"})
+                           "--out", "131072", "4294967296", "10000000"})
     CHECK_MESSAGE(r.output.find(flag) != std::string::npos, flag);
 }
 
@@ -68,7 +68,8 @@ TEST_CASE("Cli.BadFlagsFailWithOneClearLine") {
   };
   const Case cases[] = {
       {"render --size 0", "--size"},
-      {"render --size 100000x10", "--size"},
+      {"render --size 200000x10", "--size"},
+      {"render --size 70000x70000", "pixels"},
       {"render --size 10xq", "--size"},
       {"render --iter -5", "--iter"},
       {"render --iter 0", "--iter"},
