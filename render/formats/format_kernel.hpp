@@ -1,14 +1,19 @@
 #pragma once
-#include <mpfr.h>
 #include <cstdint>
 #include <memory>
+#include <mpfr.h>
 #include <string>
 namespace overdrive::formats {
 /// Software / non-native number formats; f64 and f32 stay on the native SIMD kernels.
 enum class Kind { Masked, Fixed, Posit, DD, QD, MP };
 /// masked:E.M -> {Masked, E, M}; fixed:I.F -> {Fixed, I, F}; positN -> {Posit, N, 0};
 /// dd -> {DD}; qd -> {QD}; mp:BITS -> {MP, BITS, 0}.
-struct Spec { Kind kind; int a = 0; int b = 0; friend bool operator==(const Spec&, const Spec&) = default; };
+struct Spec {
+  Kind kind;
+  int a = 0;
+  int b = 0;
+  friend bool operator==(const Spec &, const Spec &) = default;
+};
 /// Empty when spec is valid, else a one-line reason (e.g. "fixed: I+F must be 16, 32, 64 or 128").
 std::string validate(const Spec &spec);
 /// One escape-time kernel in one format. Not thread-safe: one per thread/call.
@@ -31,4 +36,4 @@ double iteration_cost_ns(const Spec &spec) noexcept;
 /// Significand bits the format resolves (for automatic reference/deep-format choice):
 /// f64 53, dd 106, qd 212, mp BITS, masked M+1, fixed F (absolute), posit (at |x|~1).
 int precision_bits(const Spec &spec) noexcept;
-}
+} // namespace overdrive::formats
