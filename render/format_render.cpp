@@ -36,21 +36,22 @@ private:
 /// n MPFR values contiguous, as FormatKernel::set_columns takes them.
 class MpArray {
 public:
-  MpArray(int n, mpfr_prec_t bits) : n_(n), v_(new mpfr_t[static_cast<std::size_t>(n)]) {
-    for (int i = 0; i < n; ++i)
+  MpArray(int n, mpfr_prec_t bits)
+      : n_(static_cast<std::size_t>(n)), v_(new mpfr_t[static_cast<std::size_t>(n)]) {
+    for (std::size_t i = 0; i < n_; ++i)
       mpfr_init2(v_[i], bits);
   }
   ~MpArray() {
-    for (int i = 0; i < n_; ++i)
+    for (std::size_t i = 0; i < n_; ++i)
       mpfr_clear(v_[i]);
   }
   MpArray(const MpArray &) = delete;
   MpArray &operator=(const MpArray &) = delete;
   mpfr_t *data() noexcept { return v_.get(); }
-  mpfr_ptr operator[](int i) noexcept { return v_[i]; }
+  mpfr_ptr operator[](int i) noexcept { return v_[static_cast<std::size_t>(i)]; }
 
 private:
-  int n_;
+  std::size_t n_;
   std::unique_ptr<mpfr_t[]> v_;
 };
 

@@ -64,7 +64,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
                                                      {"size", std::to_string(s)}};
     if (q.executor) canon.emplace("executor", std::string(to_string(*q.executor)));
     for (const auto &[k, v] : params)
-      if (k == "palette" || k == "precision" || k == "nonce") canon.emplace(k, v);
+      if (k == "palette" || k == "precision" || k == "ref" || k == "nonce") canon.emplace(k, v);
     const TileParse again =
         parse_tile_query(std::to_string(q.tile.z), overdrive::to_string(q.tile.x),
                          overdrive::to_string(q.tile.y), canon);
