@@ -153,10 +153,10 @@ TileParse parse_tile_query(std::string_view z, std::string_view x, std::string_v
   // format's cost per iteration bounds the time one tile may hold a worker.
   q.request.precision = resolve_precision(q.request);
   double seconds = estimated_seconds(q.request);
-  if (q.ref) {
+  if (q.ref) { // the reference's render too, unless the format is its own reference
     RenderRequest r = q.request;
     r.precision = reference_precision(q.request);
-    seconds += estimated_seconds(r);
+    if (r.precision != q.request.precision) seconds += estimated_seconds(r);
   }
   // f64 within doubles' depth stays far below the bound (0.2 ns x max_tile_work is < 1 s).
   if (seconds > Limits::max_tile_seconds) {
