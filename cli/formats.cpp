@@ -109,7 +109,7 @@ int run_compare(const RenderRequest &base, const std::string &formats, const std
       const bool differs = c.iters[k] != ref.iters[k];
       for (std::size_t ch = 0; ch < 3; ++ch)
         diff[3 * k + ch] =
-            differs ? (ch == 0 ? 255 : 0) : static_cast<std::uint8_t>(rgb[3 * k + ch] / 3);
+            static_cast<std::uint8_t>(differs ? (ch == 0 ? 255 : 0) : rgb[3 * k + ch] / 3);
     }
     const std::string image = file_name(out, name, ""), diff_image = file_name(out, name, "-diff");
     if (!write_png(image, rgb, w, h) || !write_png(diff_image, diff, w, h)) {
