@@ -7,16 +7,16 @@
 namespace overdrive::detail {
 
 std::string tile_key(const TileQuery &q) {
-  // "r1:Z/X/Y:SIZE:ITER:PALETTE:PRECISION[:aaN]". One spelling per tile: params.cpp accepts only
-  // canonical numbers and the names are the parsed enums'. aa=1 (the default, no AA) adds
-  // nothing, so the keys and ETags of plain tiles stay what they were.
+  // "r1:Z/X/Y:SIZE:ITER:PALETTE:PRECISION[:aaN][:ref]". One spelling per tile: params.cpp
+  // accepts only canonical numbers and the names are the parsed enums'. aa=1 (the default, no AA)
+  // adds nothing, so the keys and ETags of plain tiles stay what they were.
   std::string k(kRendererVersion);
   k += ':';
   k += std::to_string(q.tile.z);
   k += '/';
-  k += std::to_string(q.tile.x);
+  k += to_string(q.tile.x);
   k += '/';
-  k += std::to_string(q.tile.y);
+  k += to_string(q.tile.y);
   k += ':';
   k += std::to_string(q.request.view.pixel_width);
   k += ':';
@@ -26,6 +26,7 @@ std::string tile_key(const TileQuery &q) {
   k += ':';
   k += to_string(q.request.precision);
   if (q.request.aa != 1) k += ":aa" + std::to_string(q.request.aa);
+  if (q.ref) k += ":ref"; // its response carries the disagreement headers
   return k;
 }
 
@@ -36,6 +37,7 @@ std::string tile_params_key(const TileQuery &q) {
   k += to_string(q.request.palette);
   k += ':';
   k += to_string(q.request.precision);
+  if (q.request.aa != 1) k += ":aa" + std::to_string(q.request.aa);
   return k;
 }
 
