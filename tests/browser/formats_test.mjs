@@ -104,8 +104,13 @@ try {
   // spacing near 0.74 is 6e-8) where f64 still resolves; the view and formats from the page's URL.
   const formats = ["f32", names.includes("posit16") ? "posit16" : "f64", "dd"];
   await page.goto(url + `?mode=formats&z=20&center=${RE},${IM}&iter=256&formats=${formats.join(",")}`);
-  const cmpDone = (k) => page.waitForFunction((k) => window.overdrive.cmp.loads >= k && !window.overdrive.cmp.busy,
-                                              k, { timeout: 90000 });
+  // Until k compare loads finished, or the page refused to load (its status says why).
+  const cmpDone = async (k) => {
+    await page.waitForFunction((k) => !window.overdrive.cmp.busy && (window.overdrive.cmp.loads >= k ||
+      document.querySelector("#cmp-status").classList.contains("bad")), k, { timeout: 90000 });
+    const st = await page.evaluate(() => [window.overdrive.cmp.loads, document.querySelector("#cmp-status").textContent]);
+    if (st[0] < k) throw new Error(`compare load ${k} did not run: ${st[1]}`);
+  };
   await cmpDone(1);
   const panels = async () => page.evaluate(() => [...document.querySelectorAll("#panels .fmt-panel")].map((el, i) => {
     const p = window.overdrive.cmp.panels[i];
