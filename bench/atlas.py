@@ -208,7 +208,8 @@ def main():
     ap.add_argument("--formats", default=",".join(FORMATS), help="comma-separated format names")
     ap.add_argument("--center", default=",".join(CENTER), help="RE,IM (decimal strings)")
     ap.add_argument("--size", type=int, default=128, help="pixels a side")
-    ap.add_argument("--iter", type=int, default=1000, help="iteration limit")
+    # The centre escapes after 3085 iterations: below that the deep views are all "inside".
+    ap.add_argument("--iter", type=int, default=4000, help="iteration limit (above the centre's 3085)")
     ap.add_argument("--max-zoom", type=int, default=100, help="deepest zoom rendered")
     ap.add_argument("--timeout", type=float, default=600, help="seconds allowed per render")
     ap.add_argument("--keep", help="keep every zoom's images in this directory")
