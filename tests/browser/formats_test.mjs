@@ -92,6 +92,17 @@ try {
         `zoom ${deepZ} rendered in "${deep.inuse}", expected a deep format`);
   check(deep.where.includes("-0.74364388703715"), "the view's centre is not shown: " + deep.where);
 
+  // The address bar holds the view exactly: the same URL loads the same tiles.
+  const shared = page.url();
+  check(/[?&]z=70(&|$)/.test(shared) && /center=-0\.743643887037/.test(decodeURIComponent(shared)), "URL: " + shared);
+  await page.goto(shared);
+  await page.waitForFunction(() => document.querySelectorAll("#precision option").length > 1, null, { timeout: 20000 });
+  await page.fill("#iter", "256");
+  await page.click("#load");
+  await loadsDone(1);
+  const again = await page.evaluate(() => window.overdrive.loads[0].tiles.map((t) => t.label));
+  check(again.join() === deep.labels.join(), `the shared URL loads ${again.join()}`);
+
   // Explore, shallow: zoom 3 keeps the centre, auto resolves to f64.
   await page.fill("#zoom", "3");
   await page.click("#load");
