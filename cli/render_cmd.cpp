@@ -1,5 +1,6 @@
 // `overdrive render`: renders a view or a tile to a PNG file, in row bands, with progress.
 #include "cli/commands.hpp"
+#include "cli/formats.hpp"
 #include "executors/executor.hpp"
 #include "render/render.hpp"
 
@@ -20,7 +21,7 @@ namespace {
 
 struct RenderArgs {
   std::string center;
-  double width = 3.0;
+  std::string width = "3"; // any number of digits (exact views for the deep formats)
   std::string tile;
   std::string size;
   int iter = 1000;
@@ -32,6 +33,7 @@ struct RenderArgs {
   int workers = 0;
   bool split = false;
   bool stats = false;
+  bool json = false;
 };
 
 [[noreturn]] void fail(const std::string &msg) {
@@ -85,7 +87,9 @@ RenderRequest build_request(const RenderArgs &a) {
   RenderRequest req;
   req.max_iter = a.iter;
   if (auto p = parse_palette(a.palette)) req.palette = *p;
-  if (auto p = parse_precision(a.precision)) req.precision = *p;
+  // A list of formats is the compare mode (cli/formats.cpp); one format renders as usual.
+  if (a.precision.find(',') == std::string::npos)
+    if (auto p = parse_precision(a.precision)) req.precision = *p;
   if (auto i = parse_isa(a.isa)) {
     if (!isa_supported(*i)) fail("--isa " + a.isa + " is not supported by this CPU or build");
     req.isa = *i;
@@ -95,30 +99,49 @@ RenderRequest build_request(const RenderArgs &a) {
     if (first == std::string::npos || first == last)
       fail("malformed --tile '" + a.tile + "' (expected Z/X/Y)");
     const auto z = parse_int(a.tile.substr(0, first), "tile zoom");
-    const TileId t{static_cast<int>(std::clamp<std::int64_t>(z, -1, Limits::max_tile_zoom + 1)),
-                   parse_int(a.tile.substr(first + 1, last - first - 1), "tile x"),
-                   parse_int(a.tile.substr(last + 1), "tile y")};
+    // x and y may exceed 64 bits at deep zooms.
+    auto index = [&a](const std::string &s, const char *what) {
+      const auto v = parse_tile_index(s);
+      if (!v) fail(std::string("malformed ") + what + " '" + s + "' in --tile " + a.tile);
+      return *v;
+    };
+    const TileId t{static_cast<int>(std::clamp<std::int64_t>(z, -1, Limits::max_deep_zoom + 1)),
+                   index(a.tile.substr(first + 1, last - first - 1), "tile x"),
+                   index(a.tile.substr(last + 1), "tile y")};
     if (!tile_is_valid(t))
       fail("--tile " + a.tile + " is outside its zoom level (zoom 0.." +
-           std::to_string(Limits::max_tile_zoom) + ", 0 <= x,y < 2^zoom)");
+           std::to_string(Limits::max_deep_zoom) + ", 0 <= x,y < 2^zoom)");
     const auto [w, h] = a.size.empty() ? std::pair{256, 256} : parse_size(a.size);
     if (w != h) fail("--size for a tile must be square");
     req.view = tile_viewport(t, w);
+    req.exact = tile_exact_view(t);
+    req.precision = resolve_precision(req);
     return req;
   }
   const auto [w, h] = a.size.empty() ? std::pair{1024, 1024} : parse_size(a.size);
   std::string re = "-0.5", im = "0";
   if (!a.center.empty() && !parse_pair(a.center, ',', re, im))
     fail("malformed --center '" + a.center + "' (expected RE,IM, e.g. -0.75,0.1)");
+  // Any number of digits: the doubles place the native kernels, the exact strings every format
+  // that needs more (computed exactly, rounded once into the format).
+  for (const auto &[s, what] :
+       {std::pair{re, "--center real part"}, std::pair{im, "--center imaginary part"},
+        std::pair{a.width, "--width"}})
+    if (const std::string why = exact_number_error(s); !why.empty())
+      fail(std::string(what) + ": " + why);
   req.view = {parse_double(re, "--center real part"), parse_double(im, "--center imaginary part"),
-              a.width, w, h};
+              parse_double(a.width, "--width"), w, h};
+  req.exact = {re, im, a.width};
   if (req.view.pixel_size() <= 0.0 || !std::isfinite(req.view.pixel_size()))
     fail("--width is too small for this image size");
+  req.precision = resolve_precision(req);
   return req;
 }
 
 int run_render(const RenderArgs &a) {
   const RenderRequest req = build_request(a);
+  if (a.precision.find(',') != std::string::npos)
+    return run_compare(req, a.precision, a.out, {a.executor, a.workers, a.stats, a.json});
   // Fail before minutes of rendering if the output cannot be written.
   std::ofstream file(a.out, std::ios::binary | std::ios::trunc);
   if (!file) fail("cannot write '" + a.out + "': " + std::strerror(errno));
@@ -209,15 +232,16 @@ void add_render_command(CLI::App &app) {
           ->check(CLI::Validator(
               [](std::string &v) {
                 double d = 0;
-                return CLI::detail::lexical_cast(v, d) && std::isfinite(d) && d > 0
+                return exact_number_error(v).empty() && CLI::detail::lexical_cast(v, d) &&
+                               std::isfinite(d) && d > 0
                            ? std::string{}
-                           : "must be a positive number, got " + v;
+                           : "must be a positive number (any number of digits), got " + v;
               },
               "POSITIVE"));
   cmd->add_option("--tile", args->tile,
                   "Render slippy-map tile Z/X/Y instead (zoom 0 = re [-2.5,1.5] x im [-2,2], "
                   "zoom up to " +
-                      std::to_string(Limits::max_tile_zoom) + ")")
+                      std::to_string(Limits::max_deep_zoom) + "; x, y any number of digits)")
       ->excludes(center)
       ->excludes(width);
   cmd->add_option("--size", args->size,
@@ -230,8 +254,10 @@ void add_render_command(CLI::App &app) {
   cmd->add_option("--palette", args->palette, "Colour palette: " + palette_names())
       ->check(CLI::IsMember(all_palette_names()));
   cmd->add_option("--precision", args->precision,
-                  "Number format of the kernel: " + precision_names() + " (default f64)")
-      ->check(CLI::IsMember(all_precision_names()));
+                  "Number format of the kernel: " + precision_names() +
+                      " (default f64). A comma-separated list renders each format and its "
+                      "difference from the reference: OUT-<name>.png and OUT-<name>-diff.png")
+      ->check(CLI::Validator(precision_list_error, "FORMAT[,FORMAT...]"));
   cmd->add_option("--isa", args->isa,
                   "Kernel instruction set: auto, scalar, avx2, avx512 (default auto)")
       ->check(CLI::IsMember(all_isa_names()));
@@ -245,7 +271,11 @@ void add_render_command(CLI::App &app) {
   cmd->add_flag("--split", args->split, "tbb: also split each band across all workers");
   cmd->add_flag("--stats", args->stats,
                 "Print one JSON line on stderr after the render: executor, workers, size, "
-                "iterations, render and encode ms");
+                "iterations, render and encode ms (with several --precision formats: one line per "
+                "format with its disagreement with the reference)");
+  cmd->add_flag("--json", args->json,
+                "With several --precision formats: print one JSON object on stdout with each "
+                "format's disagreement with the reference");
   cmd->callback([args] { std::exit(run_render(*args)); });
 }
 

@@ -2,9 +2,12 @@
 // run_kernel() (kernel.cpp) so that faster kernels can replace it without touching this file.
 #include "render/render.hpp"
 
+#include "render/format_render.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cassert>
+#include <charconv>
 #include <cmath>
 
 namespace overdrive {
@@ -19,15 +22,57 @@ double Viewport::im_at(int py) const noexcept {
   return center_im + 0.5 * pix * pixel_height - (py + 0.5) * pix;
 }
 
+std::string to_string(TileIndex v) {
+  if (v == 0) return "0";
+  const bool neg = v < 0;
+  auto u = static_cast<unsigned __int128>(v);
+  if (neg) u = ~u + 1;
+  std::string s;
+  for (; u != 0; u /= 10)
+    s.insert(s.begin(), static_cast<char>('0' + static_cast<int>(u % 10)));
+  return neg ? "-" + s : s;
+}
+
+std::optional<TileIndex> parse_tile_index(std::string_view s) noexcept {
+  if (s.empty() || s.size() > 38 || (s.size() > 1 && s[0] == '0')) return std::nullopt;
+  TileIndex v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + (c - '0');
+  }
+  if (v >= TileIndex{1} << 126) return std::nullopt;
+  return v;
+}
+
 bool tile_is_valid(const TileId &tile) noexcept {
-  if (tile.z < 0 || tile.z > Limits::max_tile_zoom) return false;
-  const std::int64_t n = std::int64_t{1} << tile.z;
+  if (tile.z < 0 || tile.z > Limits::max_deep_zoom) return false;
+  const TileIndex n = TileIndex{1} << tile.z;
   return tile.x >= 0 && tile.y >= 0 && tile.x < n && tile.y < n;
+}
+
+ExactView tile_exact_view(const TileId &tile) {
+  assert(tile_is_valid(tile));
+  // Centre re = (-5 * 2^z + 4 * (2x + 1)) / 2^(z+1), im = (2^(z+2) - 4 * (2y + 1)) / 2^(z+1),
+  // width 4 / 2^z: integers below 2^(z+4) over powers of two, so exact in hexadecimal.
+  auto hex = [](TileIndex num, int exp2) {
+    const bool neg = num < 0;
+    auto u = static_cast<unsigned __int128>(neg ? -num : num);
+    std::string digits;
+    do {
+      digits.insert(digits.begin(), "0123456789abcdef"[static_cast<int>(u & 15)]);
+      u >>= 4;
+    } while (u != 0);
+    return (neg ? "-0x" : "0x") + digits + "p" + std::to_string(exp2);
+  };
+  const int z = tile.z;
+  const TileIndex re = -5 * (TileIndex{1} << z) + 4 * (2 * tile.x + 1);
+  const TileIndex im = (TileIndex{1} << (z + 2)) - 4 * (2 * tile.y + 1);
+  return {hex(re, -(z + 1)), hex(im, -(z + 1)), hex(4, -z)};
 }
 
 TileBounds tile_bounds(const TileId &tile) noexcept {
   assert(tile_is_valid(tile));
-  // 4 / 2^z is a power of two, so every edge below is exact in double.
+  // 4 / 2^z is a power of two, so every edge below is exact in double (to zoom max_tile_zoom).
   const double span = std::ldexp(4.0, -tile.z);
   const double re_min = -2.5 + static_cast<double>(tile.x) * span;
   const double im_max = 2.0 - static_cast<double>(tile.y) * span;
@@ -113,6 +158,7 @@ RenderStats render_rows(const RenderRequest &req, int row_begin, int row_end,
   assert(0 <= row_begin && row_begin <= row_end && row_end <= v.pixel_height);
   assert(out.size() == static_cast<std::size_t>(row_end - row_begin) *
                            static_cast<std::size_t>(v.pixel_width) * 3);
+  if (detail::use_format_path(req)) return detail::render_rows_format(req, row_begin, row_end, out);
   const auto w = static_cast<std::size_t>(v.pixel_width);
   // Scratch is per call, so concurrent callers never share it. Rows go to the kernel in batches
   // of about 64K pixels (at least one row, at most 32768 wide), so its vectors stay full across
@@ -146,6 +192,21 @@ RenderStats render_rows(const RenderRequest &req, int row_begin, int row_end,
   return stats;
 }
 
+void colour_counts(const RenderRequest &req, std::span<const std::uint32_t> iters,
+                   std::span<const float> mag2, std::span<std::uint8_t> rgb) {
+  assert(mag2.size() == iters.size() && rgb.size() == 3 * iters.size());
+  std::vector<std::uint16_t> idx(iters.size());
+  detail::colour_indices(iters.data(), mag2.data(), iters.size(), req.max_iter, req.isa,
+                         idx.data());
+  const Lut &lut = palette_lut(req.palette);
+  for (std::size_t k = 0; k < idx.size(); ++k) {
+    const Rgb c = lut[idx[k]];
+    rgb[3 * k] = c.r;
+    rgb[3 * k + 1] = c.g;
+    rgb[3 * k + 2] = c.b;
+  }
+}
+
 Image render_image(const RenderRequest &req, RenderStats *stats) {
   Image img{req.view.pixel_width, req.view.pixel_height, {}};
   img.rgb.resize(static_cast<std::size_t>(img.width) * static_cast<std::size_t>(img.height) * 3);
@@ -168,8 +229,6 @@ constexpr std::array<std::pair<std::string_view, Palette>, 4> palettes{
      {"fire", Palette::Fire},
      {"ocean", Palette::Ocean},
      {"grey", Palette::Grey}}};
-constexpr std::array<std::pair<std::string_view, Precision>, 2> precisions{
-    {{"f64", Precision::F64}, {"f32", Precision::F32}}};
 constexpr std::array<std::pair<std::string_view, Isa>, 4> isas{
     {{"auto", Isa::Auto}, {"scalar", Isa::Scalar}, {"avx2", Isa::Avx2}, {"avx512", Isa::Avx512}}};
 
@@ -185,17 +244,11 @@ std::string_view find_enum(const std::array<std::pair<std::string_view, E>, N> &
 std::string_view to_string(Palette p) noexcept {
   return find_enum(palettes, p);
 }
-std::string_view to_string(Precision p) noexcept {
-  return find_enum(precisions, p);
-}
 std::string_view to_string(Isa isa) noexcept {
   return find_enum(isas, isa);
 }
 std::optional<Palette> parse_palette(std::string_view n) noexcept {
   return find_name(palettes, n);
-}
-std::optional<Precision> parse_precision(std::string_view n) noexcept {
-  return find_name(precisions, n);
 }
 std::optional<Isa> parse_isa(std::string_view n) noexcept {
   return find_name(isas, n);
@@ -220,9 +273,6 @@ std::string joined(const std::vector<std::string> &names) {
 std::vector<std::string> all_palette_names() {
   return list_of(palettes);
 }
-std::vector<std::string> all_precision_names() {
-  return list_of(precisions);
-}
 std::vector<std::string> all_isa_names() {
   return list_of(isas);
 }
@@ -230,7 +280,7 @@ std::string palette_names() {
   return joined(all_palette_names());
 }
 std::string precision_names() {
-  return joined(all_precision_names());
+  return joined(precision_forms());
 }
 
 } // namespace overdrive

@@ -21,7 +21,12 @@ struct Limits {
   static constexpr int min_tile_size = 16;        ///< Pixels per side of one tile, at least.
   static constexpr int max_tile_size = 1024;      ///< Pixels per side of one tile, at most.
   static constexpr int default_tile_size = 256;
-  static constexpr int max_tile_zoom = 40;           ///< Below this doubles still resolve pixels.
+  static constexpr int max_tile_zoom = 40; ///< Below this doubles still resolve pixels.
+  /// Deepest tile zoom of all (the deep formats: dd, qd, mp); tile x and y need 121 bits there.
+  static constexpr int max_deep_zoom = 120;
+  /// Longest one tile may occupy a worker (estimated from the format's cost per iteration):
+  /// iteration_cost_ns x iter x size^2 (x2 with its reference) stays below this.
+  static constexpr double max_tile_seconds = 10.0;
   static constexpr int max_tile_iterations = 100000; ///< Iteration cap for one pixel of a tile.
   static constexpr int default_tile_iterations = 512;
   /// iter x size^2 budget of one tile: 65536 iterations of a 256x256 tile at most (seconds, not
@@ -32,8 +37,40 @@ struct Limits {
 /// Colour maps for escaped points; points inside the set are always black.
 enum class Palette { Classic, Fire, Ocean, Grey };
 
-/// Number format of the escape-time loop.
-enum class Precision { F64, F32 };
+/// Number format of the escape-time loop: an immutable value, a kind and up to two parameters.
+/// f64 and f32 run on the native SIMD kernels; the others (render/formats/) are software formats
+/// whose pixel centres are computed exactly and rounded once into the format. Names (see
+/// precision_forms()): f64, f32, masked:E.M, fixed:I.F, posit8/16/32, dd, qd, mp:BITS, auto.
+class Precision {
+public:
+  enum class Kind : std::uint8_t { F64, F32, Masked, Fixed, Posit, DD, QD, MP, Auto };
+  static const Precision F64, F32, DD, QD, Auto;
+  constexpr Precision() noexcept = default; ///< f64
+  /// Unchecked constructors; parse_precision() validates names.
+  static constexpr Precision masked(int e, int m) noexcept { return {Kind::Masked, e, m}; }
+  static constexpr Precision fixed(int i, int f) noexcept { return {Kind::Fixed, i, f}; }
+  static constexpr Precision posit(int bits) noexcept { return {Kind::Posit, bits, 0}; }
+  static constexpr Precision mp(int bits) noexcept { return {Kind::MP, bits, 0}; }
+  constexpr Kind kind() const noexcept { return kind_; }
+  /// masked: E; fixed: I; posit: N; mp: BITS; else 0.
+  constexpr int a() const noexcept { return a_; }
+  /// masked: M; fixed: F; else 0.
+  constexpr int b() const noexcept { return b_; }
+  /// True for f64 and f32 (the SIMD kernels).
+  constexpr bool native() const noexcept { return kind_ == Kind::F64 || kind_ == Kind::F32; }
+  friend constexpr bool operator==(const Precision &, const Precision &) = default;
+
+private:
+  constexpr Precision(Kind kind, int a, int b) noexcept : kind_(kind), a_(a), b_(b) {}
+  Kind kind_ = Kind::F64;
+  int a_ = 0;
+  int b_ = 0;
+};
+inline constexpr Precision Precision::F64{};
+inline constexpr Precision Precision::F32{Kind::F32, 0, 0};
+inline constexpr Precision Precision::DD{Kind::DD, 0, 0};
+inline constexpr Precision Precision::QD{Kind::QD, 0, 0};
+inline constexpr Precision Precision::Auto{Kind::Auto, 0, 0};
 
 /// Instruction sets a kernel may use; Auto picks the best the CPU offers.
 enum class Isa { Auto, Scalar, Avx2, Avx512 };
@@ -55,12 +92,20 @@ struct Viewport {
   friend bool operator==(const Viewport &, const Viewport &) = default;
 };
 
+/// A tile's column or row index: zooms up to Limits::max_deep_zoom need more than 64 bits.
+/// Signed, so TileId{z, int64, int64} stays a widening initialisation.
+__extension__ typedef __int128 TileIndex;
+/// Decimal spelling of a tile index (std::to_string has no 128-bit overload).
+std::string to_string(TileIndex v);
+/// Strict canonical decimal (digits only, no leading zero) of a non-negative index < 2^126.
+std::optional<TileIndex> parse_tile_index(std::string_view s) noexcept;
+
 /// A slippy-map tile id z/x/y. Zoom 0 is one tile covering re [-2.5, 1.5] x im [-2, 2];
 /// zoom z has 2^z x 2^z tiles, x grows rightwards and y downwards (imaginary part decreasing).
 struct TileId {
   int z = 0;
-  std::int64_t x = 0;
-  std::int64_t y = 0;
+  TileIndex x = 0;
+  TileIndex y = 0;
   friend bool operator==(const TileId &, const TileId &) = default;
 };
 
@@ -69,12 +114,27 @@ struct TileBounds {
   double re_min, re_max, im_min, im_max;
 };
 
-/// True when 0 <= z <= Limits::max_tile_zoom and 0 <= x, y < 2^z.
+/// True when 0 <= z <= Limits::max_deep_zoom and 0 <= x, y < 2^z.
 bool tile_is_valid(const TileId &tile) noexcept;
-/// Bounds of a valid tile; exact in binary floating point.
+/// Bounds of a valid tile; exact in binary floating point up to zoom max_tile_zoom, the nearest
+/// doubles beyond (tile_exact_view() is exact at every zoom).
 TileBounds tile_bounds(const TileId &tile) noexcept;
 /// The viewport of a valid tile rendered at size x size pixels.
 Viewport tile_viewport(const TileId &tile, int size) noexcept;
+
+/// A view's position exactly, for depths where Viewport's doubles are not enough: centre and
+/// width as decimal strings of any length ("-0.7436438870371587...", "1e-30") or exact
+/// hexadecimal ones ("-0x5ffp-10"). Empty: Viewport's doubles are the exact position.
+struct ExactView {
+  std::string center_re, center_im, width;
+  bool empty() const noexcept { return width.empty(); }
+  friend bool operator==(const ExactView &, const ExactView &) = default;
+};
+/// The exact centre and width of a valid tile (hexadecimal, exact at every zoom).
+ExactView tile_exact_view(const TileId &tile);
+/// Empty when s is a number the exact view accepts (decimal of any length, optional exponent, or
+/// hexadecimal 0x...p...), else a one-line reason.
+std::string exact_number_error(std::string_view s);
 
 /// Everything that determines the pixels of one image. An immutable value: copy it freely.
 struct RenderRequest {
@@ -83,6 +143,9 @@ struct RenderRequest {
   Palette palette = Palette::Classic;
   Precision precision = Precision::F64;
   Isa isa = Isa::Auto;
+  /// Exact position (overrides view's centre and width where doubles do not suffice); pixel
+  /// dimensions always come from view.
+  ExactView exact = {};
   friend bool operator==(const RenderRequest &, const RenderRequest &) = default;
 };
 
@@ -110,6 +173,36 @@ RenderStats render_rows(const RenderRequest &req, int row_begin, int row_end,
 
 /// Renders the whole image on the calling thread.
 Image render_image(const RenderRequest &req, RenderStats *stats = nullptr);
+
+// ---- number formats: exact pixels, the reference, disagreement ----------------------------
+
+/// Escape counts of rows [row_begin, row_end) of req, row-major, as render_rows colours them:
+/// iters and mag2 hold (row_end - row_begin) * width entries. Auto resolves as resolve_precision.
+/// Returns the iterations done. Thread-safe like render_rows.
+std::uint64_t render_counts(const RenderRequest &req, int row_begin, int row_end,
+                            std::span<std::uint32_t> iters, std::span<float> mag2);
+/// Colours counts of whole rows (as render_rows does) into rgb (3 bytes per count).
+void colour_counts(const RenderRequest &req, std::span<const std::uint32_t> iters,
+                   std::span<const float> mag2, std::span<std::uint8_t> rgb);
+/// Significand bits a format resolves: f64 53, f32 24, dd 106, qd 212, mp BITS, masked M+1,
+/// fixed F, posit at |x| ~ 1; auto 0.
+int precision_bits(Precision p) noexcept;
+/// Bits a view needs: log2 of (largest |coordinate| / pixel size), rounded up.
+int view_bits(const RenderRequest &req);
+/// The cheapest format that resolves the view (what auto means): f64 while it has 6 bits to spare
+/// over view_bits, then dd, then mp:BITS.
+Precision auto_precision(const RenderRequest &req);
+/// req.precision, with auto resolved.
+Precision resolve_precision(const RenderRequest &req);
+/// The format known exact enough at this view, chosen by depth: dd while it has 32 bits to
+/// spare, else mp with 64 (rounded up to a multiple of 64).
+Precision reference_precision(const RenderRequest &req);
+/// Fraction of pixels whose escape counts differ (0 for empty spans; sizes must match).
+double disagreement(std::span<const std::uint32_t> a, std::span<const std::uint32_t> b) noexcept;
+/// Estimated cost of one iteration of a format in ns (for caps: Limits::max_tile_seconds).
+double iteration_cost_ns(Precision p) noexcept;
+/// Estimated seconds for one thread to render req (iteration_cost_ns x max_iter x pixels).
+double estimated_seconds(const RenderRequest &req);
 
 /// Encodes an RGB image as an 8-bit RGB PNG.
 std::vector<std::uint8_t> encode_png(const Image &image);
@@ -198,18 +291,25 @@ std::vector<std::uint8_t> encode_png_with(std::span<const std::uint8_t> rgb, int
 // ---- names ---------------------------------------------------------------------------------
 
 std::string_view to_string(Palette p) noexcept;
-std::string_view to_string(Precision p) noexcept;
+std::string to_string(Precision p);
 std::string_view to_string(Isa isa) noexcept;
 std::optional<Palette> parse_palette(std::string_view name) noexcept;
-std::optional<Precision> parse_precision(std::string_view name) noexcept;
+/// Parses every form of precision_forms(); nullopt when malformed or out of range.
+std::optional<Precision> parse_precision(std::string_view name);
+/// Empty when name parses, else a one-line reason that lists the valid forms.
+std::string precision_error(std::string_view name);
 std::optional<Isa> parse_isa(std::string_view name) noexcept;
 /// Valid names in a fixed order (the one list each set of names comes from): CLI choices,
 /// error messages, /api/stats and the page derive from these.
 std::vector<std::string> all_palette_names();
+/// Named formats to offer in menus (f64, f32, dd, ..., masked:4.50, fixed:11.5, auto).
 std::vector<std::string> all_precision_names();
+/// The grammar, one entry per form: "f64", "masked:E.M (E 2..11, M 1..52)", ...
+std::vector<std::string> precision_forms();
 std::vector<std::string> all_isa_names();
 /// Comma-separated valid names, for error messages.
 std::string palette_names();
+/// The forms of precision_forms(), comma-separated.
 std::string precision_names();
 
 } // namespace overdrive

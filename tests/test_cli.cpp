@@ -78,7 +78,12 @@ TEST_CASE("Cli.BadFlagsFailWithOneClearLine") {
       {"render --width -1", "--width"},
       {"render --tile 2/4/0", "--tile"},
       {"render --tile 2/0", "--tile"},
-      {"render --tile 99/0/0", "--tile"},
+      {"render --tile 121/0/0", "--tile"},
+      {"render --tile 70/1180591620717411303424/0", "--tile"},
+      {"render --precision posit7", "posit8, posit16, posit32"},
+      {"render --precision f64,masked:0.99", "masked:E.M (E 2..11, M 1..52)"},
+      {"render --precision fixed:3.3", "fixed:I.F"},
+      {"render --width 1e-5x", "--width"},
       {"render --tile 1/0/0 --center 0,0", "excludes"},
       {"render --palette plaid", "--palette"},
       {"render --executor gpu", "--executor"},
@@ -135,4 +140,36 @@ TEST_CASE("Cli.StatsPrintsOneJsonLine") {
     CHECK_MESSAGE(line.find(field) != std::string::npos, field);
   CHECK(line.back() == '}');
   std::filesystem::remove(out);
+}
+
+TEST_CASE("Cli.SeveralPrecisionsWriteImagesDiffsAndFractions" * doctest::timeout(120)) {
+  // 1e-18 wide around i with a 40-digit centre: f64 cannot tell the pixels apart, dd can.
+  const auto out = temp_png("cmp.png");
+  const std::string stem = out.string().substr(0, out.string().size() - 4);
+  const Run r = run_overdrive("render --center 0.0000000000000000000000000000000000000000,1 "
+                              "--width 0.000000000000000001 --size 32 --iter 1000 "
+                              "--precision f64,dd,masked:4.20 --json --stats --out " +
+                              out.string());
+  REQUIRE(r.status == 0);
+  for (const char *name : {"f64", "dd", "masked_4_20"}) {
+    CAPTURE(name);
+    for (const char *suffix : {"", "-diff"}) {
+      const auto file = stem + "-" + name + suffix + ".png";
+      const auto d = overdrive::test::decode_png(read_file(file));
+      CHECK(d.width == 32);
+      std::filesystem::remove(file);
+    }
+  }
+  // One JSON object on stdout with each format's fraction against the reference (dd here).
+  const auto at = r.output.find("{\"reference\":\"dd\",\"formats\":[");
+  REQUIRE(at != std::string::npos);
+  auto fraction = [&r, at](const std::string &name) {
+    const auto f = r.output.find("{\"precision\":\"" + name + "\"", at);
+    REQUIRE(f != std::string::npos);
+    const auto k = r.output.find("\"disagreement\":", f);
+    return std::stod(r.output.substr(k + 15));
+  };
+  CHECK(fraction("f64") > 0.5);
+  CHECK(fraction("dd") == 0.0);
+  CHECK(fraction("masked:4.20") > 0.5);
 }

@@ -55,9 +55,13 @@ long double point(double x, Precision p) {
 // Counts of a w x h view by the naive loop (computed once per view, iterations and precision).
 const Counts &naive_view(const Viewport &v, int max_iter, Precision p) {
   static std::map<std::tuple<double, double, double, int, int, int, int>, Counts> cache;
-  const auto key =
-      std::tuple{v.center_re, v.center_im,        v.width, v.pixel_width, v.pixel_height,
-                 max_iter,    static_cast<int>(p)};
+  const auto key = std::tuple{v.center_re,
+                              v.center_im,
+                              v.width,
+                              v.pixel_width,
+                              v.pixel_height,
+                              max_iter,
+                              static_cast<int>(p.kind())};
   if (const auto it = cache.find(key); it != cache.end()) return it->second;
   Counts c;
   for (int y = 0; y < v.pixel_height; ++y)

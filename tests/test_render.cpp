@@ -263,7 +263,7 @@ TEST_CASE("Tile.ValidityFollowsZoom") {
   CHECK_FALSE(tile_is_valid({3, 8, 0}));
   CHECK_FALSE(tile_is_valid({3, -1, 0}));
   CHECK_FALSE(tile_is_valid({-1, 0, 0}));
-  CHECK_FALSE(tile_is_valid({Limits::max_tile_zoom + 1, 0, 0}));
+  CHECK_FALSE(tile_is_valid({Limits::max_deep_zoom + 1, 0, 0}));
   const std::int64_t last = (std::int64_t{1} << Limits::max_tile_zoom) - 1;
   CHECK(tile_is_valid({Limits::max_tile_zoom, last, last}));
 }

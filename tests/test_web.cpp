@@ -130,8 +130,10 @@ TEST_CASE("Web.BadRequestsGet4xxWithAReason" * doctest::timeout(60)) {
   const Case cases[] = {
       {"/tile/2/4/0.png", 400, "outside zoom"},
       {"/tile/2/0/4.png", 400, "outside zoom"},
-      {"/tile/41/0/0.png", 400, "zoom"},
-      {"/tile/64/0/0.png", 400, "zoom"},
+      {"/tile/121/0/0.png", 400, "zoom"},
+      {"/tile/200/0/0.png", 400, "zoom"},
+      {"/tile/70/1180591620717411303424/0.png", 400, "outside zoom"},
+      {"/tile/80/01/0.png", 400, "x"},
       {"/tile/3/1180591620717411303424/0.png", 400, "x"},
       {"/tile/-1/0/0.png", 400, "zoom"},
       {"/tile/a/0/0.png", 400, "zoom"},
@@ -148,6 +150,12 @@ TEST_CASE("Web.BadRequestsGet4xxWithAReason" * doctest::timeout(60)) {
       {"/tile/1/0/0.png?size=1024&iter=100000", 400, "budget"},
       {"/tile/1/0/0.png?palette=plaid", 400, "palette"},
       {"/tile/1/0/0.png?precision=f16", 400, "precision"},
+      {"/tile/1/0/0.png?precision=masked:0.99", 400, "masked:E.M (E 2..11, M 1..52)"},
+      {"/tile/1/0/0.png?precision=fixed:3.3", 400, "fixed:I.F"},
+      {"/tile/1/0/0.png?precision=posit7", 400, "posit8, posit16, posit32"},
+      {"/tile/1/0/0.png?ref=2", 400, "ref"},
+      // A format's cost bounds iter x size^2: mp at 4096 bits is far slower than f64.
+      {"/tile/1/0/0.png?precision=mp:4096&iter=60000&size=256", 400, "per-tile bound"},
       {"/tile/1/0/0.png?executor=gpu", 400, "inline, tbb, pool"},
       {"/tile/1/0/0.png?bogus=1", 400, "unknown parameter"},
       {"/tile/1/0/0.png?iter=10&iter=20", 400, "more than once"},
@@ -614,4 +622,56 @@ TEST_CASE("Web.StopRightAfterStartReturns" * doctest::timeout(60)) {
     server.start();
     server.stop();
   }
+}
+
+TEST_CASE("Web.FormatTilesNameTheirFormatAndDisagreement" * doctest::timeout(120)) {
+  LoopbackServer s(small());
+  auto c = s.client();
+  // A zoom-60 tile (x, y beyond 32 bits) near the boundary: auto resolves to dd there.
+  const std::string deep = "/tile/60/" + to_string((TileIndex{1} << 59) + 123456789) + "/" +
+                           to_string((TileIndex{1} << 57) + 987654321) + ".png?size=32&iter=300";
+  auto a = c.Get(deep + "&precision=auto");
+  REQUIRE(a);
+  CHECK(a->status == 200);
+  CHECK(a->get_header_value(std::string(wire::header::precision)) == "dd");
+  CHECK_FALSE(a->has_header(std::string(wire::header::disagreement)));
+  // The same tile named explicitly: the same bytes.
+  auto d = c.Get(deep + "&precision=dd");
+  REQUIRE(d);
+  CHECK(d->body == a->body);
+  // A software format's tile equals the library's pixels for the same exact tile.
+  auto m = c.Get("/tile/5/10/9.png?size=32&iter=200&precision=masked:4.20");
+  REQUIRE(m);
+  CHECK(m->status == 200);
+  CHECK(m->get_header_value(std::string(wire::header::precision)) == "masked:4.20");
+  RenderRequest r;
+  r.view = tile_viewport({5, 10, 9}, 32);
+  r.exact = tile_exact_view({5, 10, 9});
+  r.max_iter = 200;
+  r.precision = Precision::masked(4, 20);
+  CHECK(bytes(m->body) == encode_png(render_image(r)));
+  // ref=1: the reference for the depth and the fraction of pixels unlike it, always rendered.
+  auto shallow = c.Get("/tile/2/1/1.png?size=32&iter=200&ref=1");
+  REQUIRE(shallow);
+  CHECK(shallow->get_header_value(std::string(wire::header::precision)) == "f64");
+  CHECK(shallow->get_header_value(std::string(wire::header::reference)) == "dd");
+  CHECK(std::stod(shallow->get_header_value(std::string(wire::header::disagreement))) < 0.05);
+  CHECK(shallow->get_header_value("Cache-Control") == "no-store");
+  // Around the Misiurewicz point i at zoom 62, f64 sees one interior point: most pixels differ.
+  // (c = i lies at re 2.5 / 4 * 2^62, im 1 / 4 * 2^62 tiles from the top left.)
+  const TileIndex x = (TileIndex{5} << 59) - 1, y = (TileIndex{1} << 60) - 1;
+  auto f64 = c.Get("/tile/62/" + to_string(x) + "/" + to_string(y) +
+                   ".png?size=32&iter=1000&precision=f64&ref=1");
+  REQUIRE(f64);
+  CHECK(f64->status == 200);
+  CHECK(f64->get_header_value(std::string(wire::header::reference)) == "dd");
+  CHECK(std::stod(f64->get_header_value(std::string(wire::header::disagreement))) > 0.5);
+  // /api/stats: the menu names and the grammar.
+  auto stats = c.Get("/api/stats");
+  REQUIRE(stats);
+  for (const char *field : {"\"precisions\":[\"f64\",\"f32\",\"dd\"", "\"posit16\"",
+                            "\"masked:4.50\"", "\"fixed:11.5\"", "\"precision_forms\":[",
+                            "\"masked:E.M (E 2..11, M 1..52)\"", "\"mp:BITS"})
+    CHECK_MESSAGE(stats->body.find(field) != std::string::npos,
+                  (std::string(field) + " in " + stats->body));
 }

@@ -174,6 +174,7 @@ std::string TileServer::Impl::stats_json() {
   names("executors", all_executor_names());
   names("palettes", all_palette_names());
   names("precisions", all_precision_names());
+  names("precision_forms", precision_forms());
   j.close('}');
   j.key(k::executors).open('[');
   for (const auto &e : executors)

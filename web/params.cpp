@@ -3,6 +3,7 @@
 
 #include <charconv>
 #include <chrono>
+#include <cstdio>
 #include <ctime>
 #include <thread>
 
@@ -81,17 +82,19 @@ TileParse parse_tile_query(std::string_view z, std::string_view x, std::string_v
     out.error = std::move(reason);
     return out;
   };
-  const auto zv = parse_u64(z), xv = parse_u64(x), yv = parse_u64(y);
+  // Tile indices beyond 64 bits (zoom up to max_deep_zoom, for the deep formats).
+  const auto zv = parse_u64(z);
+  const auto xv = parse_tile_index(x), yv = parse_tile_index(y);
   if (!zv) return bad("zoom " + quoted(z) + " is not a non-negative integer");
-  if (*zv > Limits::max_tile_zoom)
+  if (*zv > Limits::max_deep_zoom)
     return bad("zoom " + std::to_string(*zv) + " is out of range (0.." +
-               std::to_string(Limits::max_tile_zoom) + ")");
+               std::to_string(Limits::max_deep_zoom) + ")");
   if (!xv) return bad("x " + quoted(x) + " is not a non-negative integer in range");
   if (!yv) return bad("y " + quoted(y) + " is not a non-negative integer in range");
   const TileId tile{static_cast<int>(*zv), *xv, *yv};
   if (!tile_is_valid(tile))
-    return bad("tile " + std::to_string(tile.z) + "/" + std::to_string(tile.x) + "/" +
-               std::to_string(tile.y) + " is outside zoom " + std::to_string(tile.z) +
+    return bad("tile " + std::to_string(tile.z) + "/" + to_string(tile.x) + "/" +
+               to_string(tile.y) + " is outside zoom " + std::to_string(tile.z) +
                " (0 <= x, y < 2^zoom)");
 
   TileQuery q;
@@ -121,9 +124,11 @@ TileParse parse_tile_query(std::string_view z, std::string_view x, std::string_v
       q.request.palette = *p;
     } else if (key == "precision") {
       const auto p = parse_precision(value);
-      if (!p)
-        return bad("unknown precision " + quoted(value) + " (valid: " + precision_names() + ")");
+      if (!p) return bad("precision: " + precision_error(value));
       q.request.precision = *p;
+    } else if (key == "ref") {
+      if (value != "0" && value != "1") return bad("ref " + quoted(value) + " must be 0 or 1");
+      q.ref = value == "1";
     } else if (key == "executor") {
       const auto e = parse_executor_kind(value);
       if (!e)
@@ -134,7 +139,7 @@ TileParse parse_tile_query(std::string_view z, std::string_view x, std::string_v
       q.nonce = true;
     } else {
       return bad("unknown parameter " + quoted(key) +
-                 " (valid: iter, size, palette, precision, executor, nonce)");
+                 " (valid: iter, size, palette, precision, ref, executor, nonce)");
     }
   }
   const auto work = static_cast<std::uint64_t>(size) * static_cast<std::uint64_t>(size) *
@@ -143,6 +148,26 @@ TileParse parse_tile_query(std::string_view z, std::string_view x, std::string_v
     return bad("iter x size^2 = " + std::to_string(work) + " exceeds the per-tile budget of " +
                std::to_string(Limits::max_tile_work));
   q.request.view = tile_viewport(tile, size);
+  q.request.exact = tile_exact_view(tile);
+  // Formats: auto resolves here (the tile's key, ETag and headers name the format used); the
+  // format's cost per iteration bounds the time one tile may hold a worker.
+  q.request.precision = resolve_precision(q.request);
+  double seconds = estimated_seconds(q.request);
+  if (q.ref) { // the reference's render too, unless the format is its own reference
+    RenderRequest r = q.request;
+    r.precision = reference_precision(q.request);
+    if (r.precision != q.request.precision) seconds += estimated_seconds(r);
+  }
+  // f64 within doubles' depth stays far below the bound (0.2 ns x max_tile_work is < 1 s).
+  if (seconds > Limits::max_tile_seconds) {
+    char est[32];
+    std::snprintf(est, sizeof est, "%.1f", seconds);
+    return bad("iter x size^2 in " + to_string(q.request.precision) +
+               (q.ref ? " with its reference " + to_string(reference_precision(q.request)) : "") +
+               " would take about " + est + " s, over the per-tile bound of " +
+               std::to_string(static_cast<int>(Limits::max_tile_seconds)) +
+               " s; lower iter or size");
+  }
   out.query = q;
   return out;
 }

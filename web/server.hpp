@@ -38,6 +38,8 @@ struct TileQuery {
   /// The request had a nonce: it bypasses every cache (no ETag, no coalescing, no cache entry,
   /// Cache-Control: no-store), so the lab always measures a real render.
   bool nonce = false;
+  /// ref=1: also render the reference format and report the disagreement in headers.
+  bool ref = false;
   friend bool operator==(const TileQuery &, const TileQuery &) = default;
 };
 
@@ -48,8 +50,8 @@ struct TileParse {
 };
 
 /// Validates a tile request once, at the edge: path parts z, x, y (y without ".png") and query
-/// parameters (iter, size, palette, precision, executor, nonce: its value is ignored, its presence
-/// sets TileQuery::nonce). Every
+/// parameters (iter, size, palette, precision, ref (0 or 1), executor, nonce: its value is ignored,
+/// its presence sets TileQuery::nonce). Every
 /// other parameter, malformed number, out-of-range value or unknown name is an error.
 TileParse parse_tile_query(std::string_view z, std::string_view x, std::string_view y,
                            const std::multimap<std::string, std::string> &params);

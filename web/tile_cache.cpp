@@ -7,15 +7,15 @@
 namespace overdrive::detail {
 
 std::string tile_key(const TileQuery &q) {
-  // "r1:Z/X/Y:SIZE:ITER:PALETTE:PRECISION". One spelling per tile: params.cpp accepts only
+  // "r1:Z/X/Y:SIZE:ITER:PALETTE:PRECISION[:ref]". One spelling per tile: params.cpp accepts only
   // canonical numbers and the names are the parsed enums'.
   std::string k(kRendererVersion);
   k += ':';
   k += std::to_string(q.tile.z);
   k += '/';
-  k += std::to_string(q.tile.x);
+  k += to_string(q.tile.x);
   k += '/';
-  k += std::to_string(q.tile.y);
+  k += to_string(q.tile.y);
   k += ':';
   k += std::to_string(q.request.view.pixel_width);
   k += ':';
@@ -24,6 +24,7 @@ std::string tile_key(const TileQuery &q) {
   k += to_string(q.request.palette);
   k += ':';
   k += to_string(q.request.precision);
+  if (q.ref) k += ":ref"; // its response carries the disagreement headers
   return k;
 }
 

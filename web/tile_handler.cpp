@@ -54,11 +54,36 @@ void set_png(httplib::Response &res, const std::string &png) {
 struct TileResult {
   std::vector<std::uint8_t> png;
   double queue_ms = 0, work_ms = 0, render_ms = 0, encode_ms = 0;
-  double cpu_ms = 0;             // CPU time during work + render, over every thread
-  std::optional<double> runq_ms; // run-queue wait during work + render; nullopt: unknown
+  double cpu_ms = 0;                  // CPU time during work + render, over every thread
+  std::optional<double> runq_ms;      // run-queue wait during work + render; nullopt: unknown
+  std::optional<double> disagreement; // ref=1: fraction of pixels unlike the reference's
   int worker = -1;
   bool cancelled = false; // the client left before a worker took the tile
 };
+
+/// Renders req into rgb from its escape counts, and the same pixels in the reference format;
+/// returns the fraction of pixels whose counts differ.
+double render_with_reference(const JobContext &ctx, const RenderRequest &req,
+                             std::vector<std::uint8_t> &rgb) {
+  const int w = req.view.pixel_width, h = req.view.pixel_height;
+  const std::size_t n = static_cast<std::size_t>(w) * static_cast<std::size_t>(h);
+  RenderRequest ref = req;
+  ref.precision = reference_precision(req);
+  const bool same = ref.precision == req.precision; // dd at dd's depths: itself
+  std::vector<std::uint32_t> iters(n), ref_iters(same ? 0 : n);
+  std::vector<float> mag2(n), ref_mag2(same ? 0 : n);
+  const auto rw = static_cast<std::size_t>(w);
+  ctx.for_rows(0, h, [&](int a, int b) {
+    const std::size_t off = static_cast<std::size_t>(a) * rw;
+    const std::size_t len = static_cast<std::size_t>(b - a) * rw;
+    render_counts(req, a, b, std::span(iters).subspan(off, len), std::span(mag2).subspan(off, len));
+    if (same) return;
+    render_counts(ref, a, b, std::span(ref_iters).subspan(off, len),
+                  std::span(ref_mag2).subspan(off, len));
+  });
+  colour_counts(req, iters, mag2, rgb);
+  return same ? 0.0 : disagreement(iters, ref_iters);
+}
 
 } // namespace
 
@@ -92,9 +117,13 @@ void TileServer::Impl::handle_tile(const httplib::Request &req, httplib::Respons
     reply_error(res, 400, parsed.error);
     return;
   }
-  const TileQuery q = *parsed.query;
+  TileQuery q = *parsed.query;
+  // ref=1 (the format study): the disagreement is measured by this request's own render, so it
+  // bypasses every cache as a nonce does.
+  if (q.ref) q.nonce = true;
   namespace t = wire::timing;
   namespace h = wire::header;
+  res.set_header(std::string(h::precision), to_string(q.request.precision));
   detail::ConnectionClock &connection = detail::this_connection();
   // The connection's wait for an I/O thread belongs to its first tile.
   auto connection_wait_ms = [&connection] {
@@ -208,7 +237,7 @@ void TileServer::Impl::handle_tile(const httplib::Request &req, httplib::Respons
   }
 
   const std::string label =
-      std::to_string(q.tile.z) + "/" + std::to_string(q.tile.x) + "/" + std::to_string(q.tile.y);
+      std::to_string(q.tile.z) + "/" + to_string(q.tile.x) + "/" + to_string(q.tile.y);
   const WorkSpec work = opt.work;
   // The connection's socket stays open while this thread waits for the job (the 504 bug path
   // below withdraws it before returning), so the job may peek at it.
@@ -241,11 +270,15 @@ void TileServer::Impl::handle_tile(const httplib::Request &req, httplib::Respons
         std::vector<std::uint8_t> rgb(static_cast<std::size_t>(w) * static_cast<std::size_t>(h) *
                                       3);
         const std::size_t row = static_cast<std::size_t>(w) * 3;
-        ctx.for_rows(0, h, [&](int a, int b) {
-          render_rows(q.request, a, b,
-                      std::span(rgb).subspan(static_cast<std::size_t>(a) * row,
-                                             static_cast<std::size_t>(b - a) * row));
-        });
+        if (q.ref) {
+          r.disagreement = render_with_reference(ctx, q.request, rgb);
+        } else {
+          ctx.for_rows(0, h, [&](int a, int b) {
+            render_rows(q.request, a, b,
+                        std::span(rgb).subspan(static_cast<std::size_t>(a) * row,
+                                               static_cast<std::size_t>(b - a) * row));
+          });
+        }
         const CpuTimes used = ctx.cpu_times() - c0;
         const auto t2 = Clock::now();
         r.png = encode_png(rgb, w, h);
@@ -314,6 +347,12 @@ void TileServer::Impl::handle_tile(const httplib::Request &req, httplib::Respons
   res.set_header(std::string(h::executor), std::string(ex.name()));
   res.set_header(std::string(h::worker), std::to_string(r.worker));
   res.set_header(std::string(h::cache), q.nonce ? "bypass" : "miss");
+  if (r.disagreement) {
+    char frac[32];
+    std::snprintf(frac, sizeof frac, "%.6f", *r.disagreement);
+    res.set_header(std::string(h::reference), to_string(reference_precision(q.request)));
+    res.set_header(std::string(h::disagreement), frac);
+  }
   set_cache_headers();
   detail::log_note().timing = "worker=" + std::to_string(r.worker) + " io=" + fixed3(io_ms) +
                               " queue=" + fixed3(r.queue_ms) +

@@ -38,10 +38,18 @@ inline constexpr std::string_view replica = "X-Overdrive-Replica";
 /// "coalesced" (shared an identical request's render), "not-modified" (304), "bypass" (nonce:
 /// rendered, never cached, coalesced or revalidated).
 inline constexpr std::string_view cache = "X-Overdrive-Cache";
+/// On every tile response: the number format that rendered it (auto resolved), e.g. "dd".
+inline constexpr std::string_view precision = "X-Overdrive-Precision";
+/// With ref=1 (which bypasses the caches, as a nonce does): the reference format chosen by
+/// depth ("dd" or "mp:BITS") and the fraction (0..1, "%.6f") of the tile's pixels whose escape
+/// count differs from the reference's.
+inline constexpr std::string_view reference = "X-Overdrive-Reference";
+inline constexpr std::string_view disagreement = "X-Overdrive-Disagreement";
 } // namespace header
 
 /// Keys of GET /api/stats: {"now_ns", "options":{...}, "io":{...}, "cache":{...},
-/// "names":{"executors":[...], "palettes":[...], "precisions":[...]}, "executors":[{...}]}.
+/// "names":{"executors":[...], "palettes":[...], "precisions":[...], "precision_forms":[...]},
+/// "executors":[{...}]}. precisions: named formats for menus; precision_forms: the grammar.
 namespace stats {
 inline constexpr std::string_view now_ns = "now_ns";
 inline constexpr std::string_view options = "options";

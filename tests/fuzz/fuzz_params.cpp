@@ -64,13 +64,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
                                                      {"size", std::to_string(s)}};
     if (q.executor) canon.emplace("executor", std::string(to_string(*q.executor)));
     for (const auto &[k, v] : params)
-      if (k == "palette" || k == "precision" || k == "nonce") canon.emplace(k, v);
-    const TileParse again = parse_tile_query(std::to_string(q.tile.z), std::to_string(q.tile.x),
-                                             std::to_string(q.tile.y), canon);
+      if (k == "palette" || k == "precision" || k == "ref" || k == "nonce") canon.emplace(k, v);
+    const TileParse again =
+        parse_tile_query(std::to_string(q.tile.z), overdrive::to_string(q.tile.x),
+                         overdrive::to_string(q.tile.y), canon);
     OVERDRIVE_FUZZ_CHECK(again.query && *again.query == q);
     // Canonical numbers only: the accepted text is exactly the decimal spelling.
-    OVERDRIVE_FUZZ_CHECK(z == std::to_string(q.tile.z) && x == std::to_string(q.tile.x) &&
-                         y == std::to_string(q.tile.y));
+    OVERDRIVE_FUZZ_CHECK(z == std::to_string(q.tile.z) && x == overdrive::to_string(q.tile.x) &&
+                         y == overdrive::to_string(q.tile.y));
   }
   return 0;
 }
