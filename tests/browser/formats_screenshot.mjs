@@ -5,7 +5,7 @@
 import { chromium } from "playwright-core";
 
 const [url, shot, query] = process.argv.slice(2);
-const q = query || "mode=formats&z=47&center=-0.743643887037151,0.131825904205330&n=2&iter=4000" +
+const q = query || "mode=formats&z=47&center=-0.743643887037151,0.131825904205330&n=2&iter=2500" +
   "&formats=posit32,f64,fixed:4.60,dd";
 let browser;
 try {
