@@ -2,70 +2,25 @@
 // headless Chromium, waits for every tile, and checks that the tiles decoded and that the
 // waterfall and worker lanes were drawn. Saves a screenshot. Then stops the server with SIGTERM
 // and fails unless it exits 0: under asan/tsan a sanitizer report in the server makes it exit
-// non-zero, and the tail of its stderr is printed. The server inherits this process's
-// environment (ctest sets TSAN_OPTIONS/ASAN_OPTIONS/UBSAN_OPTIONS, see tests/CMakeLists.txt).
+// non-zero, and the tail of its stderr is printed (tests/browser/serve.mjs). The server inherits
+// this process's environment (ctest sets TSAN_OPTIONS/ASAN_OPTIONS/UBSAN_OPTIONS).
 // Usage: node page_test.mjs OVERDRIVE_BIN SCREENSHOT.png
-import { spawn } from "node:child_process";
 import { chromium } from "playwright-core";
+import { startServer } from "./serve.mjs";
 
 const [bin, shot] = process.argv.slice(2);
 const fail = (msg) => { console.error("FAIL: " + msg); process.exitCode = 1; };
 
-const server = spawn(bin, ["serve", "--port", "0", "--workers", "2", "--quiet"],
-                     { stdio: ["ignore", "pipe", "pipe"] });
-let serverErr = "";
-server.stderr.on("data", (d) => { serverErr = (serverErr + d).slice(-64 * 1024); });
-const serverExit = new Promise((resolve) => {
-  server.on("exit", (code, signal) => resolve({ code, signal }));
-  server.on("error", (e) => resolve({ code: null, signal: null, error: e.message }));
-});
-let serverExited = false;
-serverExit.then(() => { serverExited = true; });
-const printServerErr = () => {
-  const tail = serverErr.split("\n").slice(-60).join("\n").trim();
-  console.error(tail ? "server stderr (tail):\n" + tail : "server stderr: (empty)");
-};
-
+const server = await startServer(bin, fail);
 const deadline = setTimeout(() => {
   console.error("FAIL: test exceeded 150 s");
-  server.kill("SIGKILL");
-  printServerErr();
+  server.kill();
   process.exit(1);
 }, 150000);
 
-/// SIGTERM, then waits (bounded) for the server's graceful exit; fails unless it exits 0.
-async function stopServer() {
-  if (!serverExited) server.kill("SIGTERM");
-  let timer;
-  const bound = new Promise((resolve) => { timer = setTimeout(() => resolve(null), 30000); });
-  let st = await Promise.race([serverExit, bound]);
-  clearTimeout(timer);
-  if (st === null) {
-    server.kill("SIGKILL");
-    await serverExit;
-    fail("server did not exit within 30 s of SIGTERM (killed)");
-  } else if (st.error) {
-    fail("could not start the server: " + st.error);
-  } else if (st.code !== 0) {
-    fail(`server exited with ${st.signal ? "signal " + st.signal : "code " + st.code}, expected 0 ` +
-         "(a sanitizer report: 66 tsan, 1 asan/ubsan, 23 leaks)");
-  }
-  if (process.exitCode) printServerErr();
-}
-
 let browser;
 try {
-  let urlTimer;
-  const url = await new Promise((resolve, reject) => {
-    let out = "";
-    server.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/http:\/\/127\.0\.0\.1:\d+\//);
-      if (m) resolve(m[0]);
-    });
-    serverExit.then((st) => reject(new Error("server exited early: " + JSON.stringify(st))));
-    urlTimer = setTimeout(() => reject(new Error("server did not print its URL")), 20000);
-  }).finally(() => clearTimeout(urlTimer));
+  const url = await server.url;
 
   browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
@@ -103,7 +58,7 @@ try {
   fail(e.stack || String(e));
 } finally {
   if (browser) await browser.close().catch((e) => fail("closing the browser: " + e.message));
-  await stopServer();
+  await server.stop();
   clearTimeout(deadline);
 }
 console.log(process.exitCode ? "browser test failed" : "browser test passed");
