@@ -54,9 +54,9 @@ inline __attribute__((always_inline)) typename S::V mag(typename S::V zr, typena
 // Phase 2's hot loop in one asm statement, on fixed registers. It loads the lanes' z, then runs
 // blocks: save z (the block start, so a lane that escapes inside a block can be re-run exactly),
 // kBlock iterations of kVec vectors with cr and ci as memory operands of the FMAs, and one escape
-// test over all lanes (OR of the compare results, one branch). Escaped lanes are parked (inside
-// the asm on AVX-512; AVX2 returns and its caller parks them); a parked or empty lane holds
-// z = c = 0, which never escapes, so the test needs no mask of active lanes. It returns when
+// test over all lanes (OR of the compare results, one branch). Escaped lanes are parked inside
+// the asm (AVX-512 with k-masks, AVX2 with blends and a branch per vector); a parked or empty lane
+// holds z = c = 0, which never escapes, so the test needs no mask of active lanes. It returns when
 // enough lanes are parked or it reaches due, and stores z back.
 // Why asm: written with intrinsics (or one asm per step), GCC 12 reshuffled and spilled the 16
 // live vectors at every block start and ran out of mask registers for the per-vector active
@@ -196,14 +196,65 @@ inline __attribute__((always_inline)) typename S::V mag(typename S::V zr, typena
   "jl 4b\n"                                                                 \
   "2:\n\t" OD_ALL(OD_STORE, px)
 #else
-// AVX2 returns after the first block in which a lane escaped; the caller parks it.
+// AVX2 parks escaped lanes inside the asm too, without k-masks: per vector, ymm13 = its escaped
+// lanes (vcmppd) and %[t] their bits (vmovmskpd; vectors without escapes are skipped): their
+// block-start z and c go to pr, pi, pcr, pci (load, vblendvpd with the field as memory
+// operand, store), z and c become 0 (vandnpd), pblock gets %[s] (the block's start iteration)
+// lane by lane from the bits, parked ORs the bits and the parked count grows.
+#define OD_PB(v, pbsz) "10*" OD_KV "*" OD_VB "+" #v "*" pbsz
+#define OD_PK(v, pbsz) "10*" OD_KV "*" OD_VB "+" OD_KV "*" pbsz "+" #v "*4(%[b])"
+#define OD_PARK_AVX2(v, i, px, pbsz)                                        \
+  "vmul" px " %%ymm" #i ", %%ymm" #i ", %%ymm13\n\t"                        \
+  "vfmadd231" px " %%ymm" #v ", %%ymm" #v ", %%ymm13\n\t"                   \
+  "vcmpnle_uq" px " %%ymm14, %%ymm13, %%ymm13\n\t"                          \
+  "vmovmsk" px " %%ymm13, %k[t]\n\t"                                        \
+  "test %k[t], %k[t]\n\t"                                                   \
+  "jz 7" #v "f\n\t"                                                         \
+  "or %k[t], " OD_PK(v, pbsz) "\n\t"                                        \
+  "vmova" px " " OD_OFF(6, v) ", %%ymm15\n\t"                               \
+  "vblendv" px " %%ymm13, " OD_OFF(4, v) ", %%ymm15, %%ymm15\n\t"           \
+  "vmova" px " %%ymm15, " OD_OFF(6, v) "\n\t"                               \
+  "vmova" px " " OD_OFF(7, v) ", %%ymm15\n\t"                               \
+  "vblendv" px " %%ymm13, " OD_OFF(5, v) ", %%ymm15, %%ymm15\n\t"           \
+  "vmova" px " %%ymm15, " OD_OFF(7, v) "\n\t"                               \
+  "vmova" px " " OD_OFF(8, v) ", %%ymm15\n\t"                               \
+  "vblendv" px " %%ymm13, " OD_OFF(2, v) ", %%ymm15, %%ymm15\n\t"           \
+  "vmova" px " %%ymm15, " OD_OFF(8, v) "\n\t"                               \
+  "vmova" px " " OD_OFF(9, v) ", %%ymm15\n\t"                               \
+  "vblendv" px " %%ymm13, " OD_OFF(3, v) ", %%ymm15, %%ymm15\n\t"           \
+  "vmova" px " %%ymm15, " OD_OFF(9, v) "\n\t"                               \
+  "vandn" px " " OD_OFF(2, v) ", %%ymm13, %%ymm15\n\t"                      \
+  "vmova" px " %%ymm15, " OD_OFF(2, v) "\n\t"                               \
+  "vandn" px " " OD_OFF(3, v) ", %%ymm13, %%ymm15\n\t"                      \
+  "vmova" px " %%ymm15, " OD_OFF(3, v) "\n\t"                               \
+  "vandn" px " %%ymm" #v ", %%ymm13, %%ymm" #v "\n\t"                       \
+  "vandn" px " %%ymm" #i ", %%ymm13, %%ymm" #i "\n\t"                       \
+  "mov %k[t], %k[t2]\n"                                                     \
+  "8" #v ":\n\t"                                                            \
+  "bsf %k[t2], %k[t3]\n\t"                                                  \
+  "mov %[s], " OD_PB(v, pbsz) "(%[b], %q[t3], 8)\n\t"                       \
+  "lea -1(%q[t2]), %q[t3]\n\t"                                              \
+  "and %q[t3], %q[t2]\n\t"                                                  \
+  "jnz 8" #v "b\n\t"                                                        \
+  "popcnt %k[t], %k[t]\n\t"                                                 \
+  "add %k[t], %[parked]\n"                                                  \
+  "7" #v ":\n\t"
+#define OD_PARK_PD(v, i, px) OD_PARK_AVX2(v, i, px, "32")
+#define OD_PARK_PS(v, i, px) OD_PARK_AVX2(v, i, px, "64")
 #define OD_BLOCKS(px, PARK)                                                 \
   "vmova" px " %[four], " OD_R OD_FOUR "\n\t"                               \
   OD_ALL(OD_LOAD, px)                                                       \
   OD_BLOCK_BODY(px)                                                         \
-  "jnz 2f\n\t"                                                              \
+  "jnz 3f\n"                                                                \
+  "4:\n\t"                                                                  \
   "cmp %[due], %[it]\n\t"                                                   \
-  "jl 1b\n"                                                                 \
+  "jl 1b\n\t"                                                               \
+  "jmp 2f\n"                                                                \
+  "3:\n\t"                                                                  \
+  "lea -" OD_KB "(%[it]), %[s]\n\t"                                         \
+  OD_ALL(PARK, px)                                                          \
+  "cmp %[wake], %[parked]\n\t"                                              \
+  "jl 4b\n"                                                                 \
   "2:\n\t" OD_ALL(OD_STORE, px)
 #endif
 // Periodicity (KernelOptions::periodicity): after each block's escape test, every lane's z is
@@ -257,11 +308,18 @@ inline __attribute__((always_inline)) typename S::V mag(typename S::V zr, typena
   "vmova" px " %[four], " OD_R OD_FOUR "\n\t"                               \
   OD_ALL(OD_LOAD, px)                                                       \
   OD_BLOCK_BODY(px)                                                         \
-  "jnz 2f\n\t"                                                              \
+  "jnz 3f\n"                                                                \
+  "4:\n\t"                                                                  \
   OD_PER_INIT OD_ALL(OD_PER, px) OD_PER_TEST(px)                            \
   "jnz 2f\n\t"                                                              \
   "cmp %[due], %[it]\n\t"                                                   \
-  "jl 1b\n"                                                                 \
+  "jl 1b\n\t"                                                               \
+  "jmp 2f\n"                                                                \
+  "3:\n\t"                                                                  \
+  "lea -" OD_KB "(%[it]), %[s]\n\t"                                         \
+  OD_ALL(PARK, px)                                                          \
+  "cmp %[wake], %[parked]\n\t"                                              \
+  "jl 4b\n"                                                                 \
   "2:\n\t" OD_ALL(OD_STORE, px)
 #endif
 // clang-format on
@@ -277,8 +335,8 @@ template <class S> struct alignas(64) P2Block {
   typename S::M parked[kVec];           // lanes parked since the last slow path
 };
 
-// Runs blocks until it >= due or (AVX-512: wake lanes are parked; AVX2: a lane escaped in the
-// last block); returns the new it. parked counts the lanes parked.
+// Runs blocks until it >= due or wake lanes are parked; returns the new it. parked counts the lanes
+// parked.
 template <class S>
 std::int64_t run_blocks(P2Block<S> &b, std::int64_t it, std::int64_t due, int &parked, int wake) {
   using V = typename S::V;
@@ -286,17 +344,18 @@ std::int64_t run_blocks(P2Block<S> &b, std::int64_t it, std::int64_t due, int &p
   static_assert(offsetof(P2Block<S>, pblock) == 10 * kVec * sizeof(V));
   static_assert(offsetof(P2Block<S>, parked) == offsetof(P2Block<S>, pblock) + 8 * kVec * S::L);
   const V four = S::set1(typename S::T(4));
-  std::int64_t t;
+  std::int64_t t, t2, t3, st;
 #define OD_BLOCKS_ASM(px, PARK)                                                                    \
   asm volatile(OD_BLOCKS(px, PARK)                                                                 \
-               : [it] "+r"(it), [parked] "+r"(parked), [t] "=&r"(t)                                \
+               : [it] "+r"(it), [parked] "+r"(parked), [t] "=&r"(t), [t2] "=&r"(t2),               \
+                 [t3] "=&r"(t3), [s] "=&r"(st)                                                     \
                : [b] "r"(&b), [due] "r"(due), [wake] "r"(wake), [four] "m"(four)                   \
                : OD_CLOBBERS, "cc", "memory")
   if constexpr (sizeof(typename S::T) == 8)
     OD_BLOCKS_ASM("pd", OD_PARK_PD);
   else
     OD_BLOCKS_ASM("ps", OD_PARK_PS);
-  (void)t;
+  (void)t, (void)t2, (void)t3, (void)st;
   return it;
 }
 
@@ -309,20 +368,21 @@ template <class S> struct alignas(64) PerState {
   std::int64_t save_at[kVec * S::L];
 };
 
-// Runs blocks until it >= due or (AVX-512: wake lanes are parked; AVX2: a lane escaped in the
-// last block) or, with periodicity (q not null), a lane's z is within tol of its saved point
-// (tol: tol2 in every lane); returns the new it. parked counts the lanes parked.
+// Runs blocks until it >= due or wake lanes are parked or, with periodicity (q not null), a lane's
+// z is within tol of its saved point (tol: tol2 in every lane); returns the new it. parked counts
+// the lanes parked.
 template <class S>
 std::int64_t run_blocks(P2Block<S> &b, std::int64_t it, std::int64_t due, int &parked, int wake,
                         PerState<S> *q, typename S::V tol) {
   using V = typename S::V;
   static_assert(offsetof(PerState<S>, si) == kVec * sizeof(V));
   const V four = S::set1(typename S::T(4));
-  std::int64_t t;
+  std::int64_t t, t2, t3, st;
   if (!q) return run_blocks(b, it, due, parked, wake);
 #define OD_BLOCKS_PER_ASM(px, PARK)                                                                \
   asm volatile(OD_BLOCKS_PER(px, PARK)                                                             \
-               : [it] "+r"(it), [parked] "+r"(parked), [t] "=&r"(t)                                \
+               : [it] "+r"(it), [parked] "+r"(parked), [t] "=&r"(t), [t2] "=&r"(t2),               \
+                 [t3] "=&r"(t3), [s] "=&r"(st)                                                     \
                : [b] "r"(&b), [q] "r"(q), [due] "r"(due), [wake] "r"(wake), [four] "m"(four),      \
                  [tol] "m"(tol)                                                                    \
                : OD_CLOBBERS, "cc", "memory")
@@ -330,7 +390,7 @@ std::int64_t run_blocks(P2Block<S> &b, std::int64_t it, std::int64_t due, int &p
     OD_BLOCKS_PER_ASM("pd", OD_PARK_PD);
   else
     OD_BLOCKS_PER_ASM("ps", OD_PARK_PS);
-  (void)t;
+  (void)t, (void)t2, (void)t3, (void)st;
   return it;
 }
 
