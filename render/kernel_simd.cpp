@@ -308,28 +308,6 @@ template <class S> void kernel(const RowsJob &rj, const KernelOptions &opt, void
       it = per ? run_blocks<S>(st.b, it, due < next_save ? due : next_save, parked, wake, &ps, tol2)
                : run_blocks<S>(st.b, it, due, parked, wake);
       KSTAT(g_p2_steps += kVec * (it - before));
-#if !defined(OVERDRIVE_KERNEL_AVX512)
-      // AVX2 (AVX-512 parks inside the asm): lanes that escaped in the last block are parked
-      // (block start and c saved for the re-run) and their z and c zeroed so they stay quiet
-      // until the slow path.
-      for (int v = 0; v < kVec; ++v) {
-        const int o = v * L;
-        const V zr = S::load(st.b.zr + o), zi = S::load(st.b.zi + o);
-        const M e = S::escaped(S::first_lanes(L), mag<S>(zr, zi), four);
-        if (!e) continue;
-        S::mask_store(st.b.pr + o, e, S::load(st.b.s0r + o));
-        S::mask_store(st.b.pi + o, e, S::load(st.b.s0i + o));
-        S::mask_store(st.b.pcr + o, e, S::load(st.b.cr + o));
-        S::mask_store(st.b.pci + o, e, S::load(st.b.ci + o));
-        S::mask_store_i64(st.b.pblock + o, e, it - kBlock);
-        S::mask_store(st.b.zr + o, e, S::zero());
-        S::mask_store(st.b.zi + o, e, S::zero());
-        S::mask_store(st.b.cr + o, e, S::zero());
-        S::mask_store(st.b.ci + o, e, S::zero());
-        st.b.parked[v] = static_cast<M>(st.b.parked[v] | e);
-        parked += __builtin_popcount(static_cast<unsigned>(e));
-      }
-#endif
       if (per) periodicity(parked);
       if (parked >= wake || it >= due) break;
     }

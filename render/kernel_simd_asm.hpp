@@ -3,8 +3,8 @@
 //   step()        one iteration z <- z^2 + c of one vector, in asm (phase 1's C loop, slow path)
 //   mag()         |z|^2 of one vector
 //   run_blocks()  phase 2: blocks of kBlock iterations on kVec vectors, one asm statement
-//   phase1_run()  phase 1: kVec1 vectors with a test after every iteration (C; one asm
-//                 statement on AVX-512)
+//   phase1_run()  phase 1: kVec1 vectors with a test after every iteration (C, replaced by
+//                 one asm statement on AVX-512 and on AVX2)
 // The state they share with the driver (P2Block, P1Block) is laid out here, in the order the asm
 // addresses it. The OD_* macros only build asm strings. Anonymous namespace: the file is
 // compiled once per ISA (see kernel_simd_traits.hpp) and the two objects share nothing.
@@ -54,9 +54,9 @@ inline __attribute__((always_inline)) typename S::V mag(typename S::V zr, typena
 // Phase 2's hot loop in one asm statement, on fixed registers. It loads the lanes' z, then runs
 // blocks: save z (the block start, so a lane that escapes inside a block can be re-run exactly),
 // kBlock iterations of kVec vectors with cr and ci as memory operands of the FMAs, and one escape
-// test over all lanes (OR of the compare results, one branch). Escaped lanes are parked (inside
-// the asm on AVX-512; AVX2 returns and its caller parks them); a parked or empty lane holds
-// z = c = 0, which never escapes, so the test needs no mask of active lanes. It returns when
+// test over all lanes (OR of the compare results, one branch). Escaped lanes are parked inside
+// the asm (AVX-512 with k-masks, AVX2 with blends and a branch per vector); a parked or empty lane
+// holds z = c = 0, which never escapes, so the test needs no mask of active lanes. It returns when
 // enough lanes are parked or it reaches due, and stores z back.
 // Why asm: written with intrinsics (or one asm per step), GCC 12 reshuffled and spilled the 16
 // live vectors at every block start and ran out of mask registers for the per-vector active
@@ -196,14 +196,65 @@ inline __attribute__((always_inline)) typename S::V mag(typename S::V zr, typena
   "jl 4b\n"                                                                 \
   "2:\n\t" OD_ALL(OD_STORE, px)
 #else
-// AVX2 returns after the first block in which a lane escaped; the caller parks it.
+// AVX2 parks escaped lanes inside the asm too, without k-masks: per vector, ymm13 = its escaped
+// lanes (vcmppd) and %[t] their bits (vmovmskpd; vectors without escapes are skipped): their
+// block-start z and c go to pr, pi, pcr, pci (load, vblendvpd with the field as memory
+// operand, store), z and c become 0 (vandnpd), pblock gets %[s] (the block's start iteration)
+// lane by lane from the bits, parked ORs the bits and the parked count grows.
+#define OD_PB(v, pbsz) "10*" OD_KV "*" OD_VB "+" #v "*" pbsz
+#define OD_PK(v, pbsz) "10*" OD_KV "*" OD_VB "+" OD_KV "*" pbsz "+" #v "*4(%[b])"
+#define OD_PARK_AVX2(v, i, px, pbsz)                                        \
+  "vmul" px " %%ymm" #i ", %%ymm" #i ", %%ymm13\n\t"                        \
+  "vfmadd231" px " %%ymm" #v ", %%ymm" #v ", %%ymm13\n\t"                   \
+  "vcmpnle_uq" px " %%ymm14, %%ymm13, %%ymm13\n\t"                          \
+  "vmovmsk" px " %%ymm13, %k[t]\n\t"                                        \
+  "test %k[t], %k[t]\n\t"                                                   \
+  "jz 7" #v "f\n\t"                                                         \
+  "or %k[t], " OD_PK(v, pbsz) "\n\t"                                        \
+  "vmova" px " " OD_OFF(6, v) ", %%ymm15\n\t"                               \
+  "vblendv" px " %%ymm13, " OD_OFF(4, v) ", %%ymm15, %%ymm15\n\t"           \
+  "vmova" px " %%ymm15, " OD_OFF(6, v) "\n\t"                               \
+  "vmova" px " " OD_OFF(7, v) ", %%ymm15\n\t"                               \
+  "vblendv" px " %%ymm13, " OD_OFF(5, v) ", %%ymm15, %%ymm15\n\t"           \
+  "vmova" px " %%ymm15, " OD_OFF(7, v) "\n\t"                               \
+  "vmova" px " " OD_OFF(8, v) ", %%ymm15\n\t"                               \
+  "vblendv" px " %%ymm13, " OD_OFF(2, v) ", %%ymm15, %%ymm15\n\t"           \
+  "vmova" px " %%ymm15, " OD_OFF(8, v) "\n\t"                               \
+  "vmova" px " " OD_OFF(9, v) ", %%ymm15\n\t"                               \
+  "vblendv" px " %%ymm13, " OD_OFF(3, v) ", %%ymm15, %%ymm15\n\t"           \
+  "vmova" px " %%ymm15, " OD_OFF(9, v) "\n\t"                               \
+  "vandn" px " " OD_OFF(2, v) ", %%ymm13, %%ymm15\n\t"                      \
+  "vmova" px " %%ymm15, " OD_OFF(2, v) "\n\t"                               \
+  "vandn" px " " OD_OFF(3, v) ", %%ymm13, %%ymm15\n\t"                      \
+  "vmova" px " %%ymm15, " OD_OFF(3, v) "\n\t"                               \
+  "vandn" px " %%ymm" #v ", %%ymm13, %%ymm" #v "\n\t"                       \
+  "vandn" px " %%ymm" #i ", %%ymm13, %%ymm" #i "\n\t"                       \
+  "mov %k[t], %k[t2]\n"                                                     \
+  "8" #v ":\n\t"                                                            \
+  "bsf %k[t2], %k[t3]\n\t"                                                  \
+  "mov %[s], " OD_PB(v, pbsz) "(%[b], %q[t3], 8)\n\t"                       \
+  "lea -1(%q[t2]), %q[t3]\n\t"                                              \
+  "and %q[t3], %q[t2]\n\t"                                                  \
+  "jnz 8" #v "b\n\t"                                                        \
+  "popcnt %k[t], %k[t]\n\t"                                                 \
+  "add %k[t], %[parked]\n"                                                  \
+  "7" #v ":\n\t"
+#define OD_PARK_PD(v, i, px) OD_PARK_AVX2(v, i, px, "32")
+#define OD_PARK_PS(v, i, px) OD_PARK_AVX2(v, i, px, "64")
 #define OD_BLOCKS(px, PARK)                                                 \
   "vmova" px " %[four], " OD_R OD_FOUR "\n\t"                               \
   OD_ALL(OD_LOAD, px)                                                       \
   OD_BLOCK_BODY(px)                                                         \
-  "jnz 2f\n\t"                                                              \
+  "jnz 3f\n"                                                                \
+  "4:\n\t"                                                                  \
   "cmp %[due], %[it]\n\t"                                                   \
-  "jl 1b\n"                                                                 \
+  "jl 1b\n\t"                                                               \
+  "jmp 2f\n"                                                                \
+  "3:\n\t"                                                                  \
+  "lea -" OD_KB "(%[it]), %[s]\n\t"                                         \
+  OD_ALL(PARK, px)                                                          \
+  "cmp %[wake], %[parked]\n\t"                                              \
+  "jl 4b\n"                                                                 \
   "2:\n\t" OD_ALL(OD_STORE, px)
 #endif
 // Periodicity (KernelOptions::periodicity): after each block's escape test, every lane's z is
@@ -257,11 +308,18 @@ inline __attribute__((always_inline)) typename S::V mag(typename S::V zr, typena
   "vmova" px " %[four], " OD_R OD_FOUR "\n\t"                               \
   OD_ALL(OD_LOAD, px)                                                       \
   OD_BLOCK_BODY(px)                                                         \
-  "jnz 2f\n\t"                                                              \
+  "jnz 3f\n"                                                                \
+  "4:\n\t"                                                                  \
   OD_PER_INIT OD_ALL(OD_PER, px) OD_PER_TEST(px)                            \
   "jnz 2f\n\t"                                                              \
   "cmp %[due], %[it]\n\t"                                                   \
-  "jl 1b\n"                                                                 \
+  "jl 1b\n\t"                                                               \
+  "jmp 2f\n"                                                                \
+  "3:\n\t"                                                                  \
+  "lea -" OD_KB "(%[it]), %[s]\n\t"                                         \
+  OD_ALL(PARK, px)                                                          \
+  "cmp %[wake], %[parked]\n\t"                                              \
+  "jl 4b\n"                                                                 \
   "2:\n\t" OD_ALL(OD_STORE, px)
 #endif
 // clang-format on
@@ -277,8 +335,8 @@ template <class S> struct alignas(64) P2Block {
   typename S::M parked[kVec];           // lanes parked since the last slow path
 };
 
-// Runs blocks until it >= due or (AVX-512: wake lanes are parked; AVX2: a lane escaped in the
-// last block); returns the new it. parked counts the lanes parked.
+// Runs blocks until it >= due or wake lanes are parked; returns the new it. parked counts the lanes
+// parked.
 template <class S>
 std::int64_t run_blocks(P2Block<S> &b, std::int64_t it, std::int64_t due, int &parked, int wake) {
   using V = typename S::V;
@@ -286,17 +344,18 @@ std::int64_t run_blocks(P2Block<S> &b, std::int64_t it, std::int64_t due, int &p
   static_assert(offsetof(P2Block<S>, pblock) == 10 * kVec * sizeof(V));
   static_assert(offsetof(P2Block<S>, parked) == offsetof(P2Block<S>, pblock) + 8 * kVec * S::L);
   const V four = S::set1(typename S::T(4));
-  std::int64_t t;
+  std::int64_t t, t2, t3, st;
 #define OD_BLOCKS_ASM(px, PARK)                                                                    \
   asm volatile(OD_BLOCKS(px, PARK)                                                                 \
-               : [it] "+r"(it), [parked] "+r"(parked), [t] "=&r"(t)                                \
+               : [it] "+r"(it), [parked] "+r"(parked), [t] "=&r"(t), [t2] "=&r"(t2),               \
+                 [t3] "=&r"(t3), [s] "=&r"(st)                                                     \
                : [b] "r"(&b), [due] "r"(due), [wake] "r"(wake), [four] "m"(four)                   \
                : OD_CLOBBERS, "cc", "memory")
   if constexpr (sizeof(typename S::T) == 8)
     OD_BLOCKS_ASM("pd", OD_PARK_PD);
   else
     OD_BLOCKS_ASM("ps", OD_PARK_PS);
-  (void)t;
+  (void)t, (void)t2, (void)t3, (void)st;
   return it;
 }
 
@@ -309,20 +368,21 @@ template <class S> struct alignas(64) PerState {
   std::int64_t save_at[kVec * S::L];
 };
 
-// Runs blocks until it >= due or (AVX-512: wake lanes are parked; AVX2: a lane escaped in the
-// last block) or, with periodicity (q not null), a lane's z is within tol of its saved point
-// (tol: tol2 in every lane); returns the new it. parked counts the lanes parked.
+// Runs blocks until it >= due or wake lanes are parked or, with periodicity (q not null), a lane's
+// z is within tol of its saved point (tol: tol2 in every lane); returns the new it. parked counts
+// the lanes parked.
 template <class S>
 std::int64_t run_blocks(P2Block<S> &b, std::int64_t it, std::int64_t due, int &parked, int wake,
                         PerState<S> *q, typename S::V tol) {
   using V = typename S::V;
   static_assert(offsetof(PerState<S>, si) == kVec * sizeof(V));
   const V four = S::set1(typename S::T(4));
-  std::int64_t t;
+  std::int64_t t, t2, t3, st;
   if (!q) return run_blocks(b, it, due, parked, wake);
 #define OD_BLOCKS_PER_ASM(px, PARK)                                                                \
   asm volatile(OD_BLOCKS_PER(px, PARK)                                                             \
-               : [it] "+r"(it), [parked] "+r"(parked), [t] "=&r"(t)                                \
+               : [it] "+r"(it), [parked] "+r"(parked), [t] "=&r"(t), [t2] "=&r"(t2),               \
+                 [t3] "=&r"(t3), [s] "=&r"(st)                                                     \
                : [b] "r"(&b), [q] "r"(q), [due] "r"(due), [wake] "r"(wake), [four] "m"(four),      \
                  [tol] "m"(tol)                                                                    \
                : OD_CLOBBERS, "cc", "memory")
@@ -330,7 +390,7 @@ std::int64_t run_blocks(P2Block<S> &b, std::int64_t it, std::int64_t due, int &p
     OD_BLOCKS_PER_ASM("pd", OD_PARK_PD);
   else
     OD_BLOCKS_PER_ASM("ps", OD_PARK_PS);
-  (void)t;
+  (void)t, (void)t2, (void)t3, (void)st;
   return it;
 }
 
@@ -486,6 +546,116 @@ template <> int phase1_run<F64>(P1Block<F64> &p, __m512d ci, int n) {
   return phase1_asm<F64>(p, ci, n);
 }
 template <> int phase1_run<F32>(P1Block<F32> &p, __m512 ci, int n) {
+  return phase1_asm<F32>(p, ci, n);
+}
+#elif !defined(OVERDRIVE_KERNEL_AVX512) && !defined(OVERDRIVE_P1_C)
+// The same loop in asm for AVX2 (the C loop kept 2 vectors in flight and was latency-bound: one
+// iteration is 2 dependent FMAs, 8 cycles). 16 ymm registers hold 3 vectors: vector v keeps zr in
+// ymm v, zi in ymm 3+v and its active lanes as a vector mask in ymm 6+v (only sign bits are
+// read); cr is a memory operand of the FMA. Without k-masks, the test is vcmppd + vandpd +
+// vmovmskpd and one branch per vector; the rare lanes escaping now go out of line, where jv and
+// mg are blended in memory (no vmaskmovpd: slow stores on some AMD cores). Results identical.
+// clang-format off
+// Field f of vector v (P1Block: 0 zr, 1 zi, 2 cr, 3 jv, 4 mg).
+#define OD_P1OFF(f, v) #f "*3*32+" #v "*32(%[p])"
+#define OD_P1ALL(M, px) M(0, 3, 6, px) M(1, 4, 7, px) M(2, 5, 8, px)
+// ymm9 ci, 10 four, 11 one, 12 the iteration number, 13 step scratch and escape mask, 14 |z|^2,
+// 15 the OR of the active masks (and scratch out of line).
+#define OD_P1LOAD(v, i, a, px)                                              \
+  "vadd" px " " OD_P1OFF(2, v) ", %%ymm13, %%ymm" #v "\n\t"                 \
+  "vadd" px " %%ymm13, %%ymm9, %%ymm" #i "\n\t"                             \
+  "vmova" px " %[act" #v "], %%ymm" #a "\n\t"
+#define OD_P1STORE(v, i, a, px)                                             \
+  "vmova" px " %%ymm" #v ", " OD_P1OFF(0, v) "\n\t"                         \
+  "vmova" px " %%ymm" #i ", " OD_P1OFF(1, v) "\n\t"
+#define OD_P1STEP(v, i, a, px)                                              \
+  "vadd" px " %%ymm" #v ", %%ymm" #v ", %%ymm13\n\t"                        \
+  "vfmadd213" px " " OD_P1OFF(2, v) ", %%ymm" #v ", %%ymm" #v "\n\t"        \
+  "vfnmadd231" px " %%ymm" #i ", %%ymm" #i ", %%ymm" #v "\n\t"              \
+  "vfmadd213" px " %%ymm9, %%ymm13, %%ymm" #i "\n\t"
+#define OD_P1TEST(v, i, a, px)                                              \
+  "vmul" px " %%ymm" #i ", %%ymm" #i ", %%ymm14\n\t"                        \
+  "vfmadd231" px " %%ymm" #v ", %%ymm" #v ", %%ymm14\n\t"                   \
+  "vcmpnle_uq" px " %%ymm10, %%ymm14, %%ymm13\n\t"                          \
+  "vand" px " %%ymm" #a ", %%ymm13, %%ymm13\n\t"                            \
+  "vmovmsk" px " %%ymm13, %k[t]\n\t"                                        \
+  "test %k[t], %k[t]\n\t"                                                   \
+  "jnz 5" #v "f\n"                                                          \
+  "6" #v ":\n\t"
+// Out of line: lanes in mask ymm13 escaped now: jv = the iteration, mg = |z|^2, act cleared.
+#define OD_P1ESC(v, i, a, px)                                               \
+  "5" #v ":\n\t"                                                            \
+  "vmova" px " " OD_P1OFF(3, v) ", %%ymm15\n\t"                             \
+  "vblendv" px " %%ymm13, %%ymm12, %%ymm15, %%ymm15\n\t"                    \
+  "vmova" px " %%ymm15, " OD_P1OFF(3, v) "\n\t"                             \
+  "vmova" px " " OD_P1OFF(4, v) ", %%ymm15\n\t"                             \
+  "vblendv" px " %%ymm13, %%ymm14, %%ymm15, %%ymm15\n\t"                    \
+  "vmova" px " %%ymm15, " OD_P1OFF(4, v) "\n\t"                             \
+  "vandn" px " %%ymm" #a ", %%ymm13, %%ymm" #a "\n\t"                       \
+  "jmp 6" #v "b\n"
+#define OD_P1PACK(v, i, a, px)                                              \
+  "vmovmsk" px " %%ymm" #a ", %k[t]\n\t"                                    \
+  "shl $(8*" #v "), %k[t]\n\t"                                              \
+  "or %k[t], %k[a]\n\t"
+// The loop counts %[n] down; act comes back as 8-bit fields of %[a].
+#define OD_P1(px)                                                           \
+  "vmova" px " %[ci], %%ymm9\n\t"                                           \
+  "vmova" px " %[four], %%ymm10\n\t"                                        \
+  "vmova" px " %[one], %%ymm11\n\t"                                         \
+  "vxor" px " %%ymm13, %%ymm13, %%ymm13\n\t"                                \
+  OD_P1ALL(OD_P1LOAD, px)                                                   \
+  "vmova" px " %%ymm11, %%ymm12\n\t"                                        \
+  "jmp 3f\n"                                                                \
+  "1:\n\t"                                                                  \
+  "vadd" px " %%ymm11, %%ymm12, %%ymm12\n\t"                                \
+  OD_P1ALL(OD_P1STEP, px)                                                   \
+  "3:\n\t"                                                                  \
+  OD_P1ALL(OD_P1TEST, px)                                                   \
+  "vor" px " %%ymm6, %%ymm7, %%ymm15\n\t"                                   \
+  "vor" px " %%ymm8, %%ymm15, %%ymm15\n\t"                                  \
+  "dec %[n]\n\t"                                                            \
+  "vtest" px " %%ymm15, %%ymm15\n\t"                                        \
+  "jz 2f\n\t"                                                               \
+  "test %[n], %[n]\n\t"                                                     \
+  "jnz 1b\n\t"                                                              \
+  "jmp 2f\n"                                                                \
+  OD_P1ALL(OD_P1ESC, px)                                                    \
+  "2:\n\t"                                                                  \
+  OD_P1ALL(OD_P1STORE, px)                                                  \
+  "xor %k[a], %k[a]\n\t"                                                    \
+  OD_P1ALL(OD_P1PACK, px)
+#define OD_P1CLOBBERS                                                       \
+  "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",   \
+  "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15"
+// clang-format on
+#define OD_P1_ASM(px)                                                                              \
+  asm volatile(OD_P1(px)                                                                           \
+               : [n] "+r"(left), [a] "=&r"(acts), [t] "=&r"(tmp)                                   \
+               : [p] "r"(&p), [ci] "m"(ci), [four] "m"(four), [one] "m"(one), [act0] "m"(act[0]),  \
+                 [act1] "m"(act[1]), [act2] "m"(act[2])                                            \
+               : OD_P1CLOBBERS, "cc", "memory")
+template <class S> int phase1_asm(P1Block<S> &p, typename S::V ci, int n) {
+  using V = typename S::V;
+  static_assert(kVec1 == 3 && offsetof(P1Block<S>, act) == 5 * 3 * 32);
+  const V four = S::set1(4), one = S::set1(1);
+  // Active lanes as vector masks: sign bit set (the asm reads nothing else).
+  V act[kVec1];
+  for (int v = 0; v < kVec1; ++v)
+    act[v] = S::blend(S::zero(), p.act[v], S::set1(-1));
+  int left = n;
+  std::uint32_t acts, tmp;
+  if constexpr (sizeof(typename S::T) == 8)
+    OD_P1_ASM("pd");
+  else
+    OD_P1_ASM("ps");
+  for (int v = 0; v < kVec1; ++v)
+    p.act[v] = (acts >> (8 * v)) & 0xffu;
+  return n - left;
+}
+template <> int phase1_run<F64>(P1Block<F64> &p, __m256d ci, int n) {
+  return phase1_asm<F64>(p, ci, n);
+}
+template <> int phase1_run<F32>(P1Block<F32> &p, __m256 ci, int n) {
   return phase1_asm<F32>(p, ci, n);
 }
 #endif

@@ -42,7 +42,7 @@ namespace {
 
 // Switches, off in every build of the project:
 // OVERDRIVE_KSTATS counts vector-steps per phase in the g_* counters (for tuning, KSTAT below);
-// OVERDRIVE_P1_C runs phase 1 with the C loop (phase1_run) on AVX-512 too instead of its asm.
+// OVERDRIVE_P1_C runs phase 1 with the C loop (phase1_run) instead of its asm (AVX-512, AVX2).
 
 // ---- the constants the code uses ----------------------------------------------------------
 
@@ -58,7 +58,9 @@ constexpr int kPerFirst = 8;
 // names the registers of exactly 4 (static_assert in phase1_asm).
 constexpr int kVec1 = 4;
 #else
-constexpr int kVec1 = 2; // vectors in phase 1 (AVX2 runs its C loop)
+// Vectors in phase 1. Not a knob: phase 1's AVX2 asm names the registers of exactly 3 (16 ymm
+// registers; static_assert in phase1_asm); the C loop it replaced ran 2.
+constexpr int kVec1 = 3;
 #endif
 
 static_assert(kBlock >= 1, "OVERDRIVE_KBLOCK: at least one iteration per block");
