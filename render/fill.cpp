@@ -1,20 +1,19 @@
 // Escape counts of a block of rows, with rectangle filling (Mariani-Silver) for interior regions.
 //
 // When it is used: render_rows() blocks with req.fill (the default), max_iter >= kMinFillIter
-// (4096), at least kMinSide x kMinSide pixels, and an exact pixel grid (exact_grid(): a
-// power-of-two pixel size and an aligned origin, which every tile of power-of-two size has).
-// Otherwise the rows go to the kernel in one plain call. Only *interior* is filled: if every
-// pixel on the border of a cell has count max_iter, its inside is set to max_iter without
-// computing it (the Mandelbrot set, and each of its finite-iteration approximations
-// {c : |z_k| <= 2, k <= N}, has no holes). Regions of equal escape count are NOT filled: smooth
-// colouring depends on |z|^2 at escape, which differs between pixels of equal count, so filling
-// them would change the picture.
+// (4096) and at least kMinSide x kMinSide pixels, on any view (the kernel calls name their
+// pixels by column, RowsJob::k0 and kstep, so every pixel gets the plain render's c). Otherwise the
+// rows go to the kernel in one plain call. Only *interior* is filled: if every pixel on the border
+// of a cell has count max_iter, its inside is set to max_iter without computing it (the Mandelbrot
+// set, and each of its finite-iteration approximations {c : |z_k| <= 2, k <= N}, has no holes).
+// Regions of equal escape count are NOT filled: smooth colouring depends on |z|^2 at escape, which
+// differs between pixels of equal count, so filling them would change the picture.
 //
 // How: grid lines every 64 pixels over the block; cells whose border is all interior are
 // filled, cells with interior (other than main-cardioid/period-2-bulb points, which the kernel
 // answers without iterating) on their border get lines every 32 pixels, the rest are computed.
 //
-// Exactness: every computed pixel gets exactly the plain render's c (exact grid) and so its
+// Exactness: every computed pixel gets exactly the plain render's c (k0, kstep) and so its
 // count. A filled pixel can differ from the plain render only where an escaping filament passes
 // between two border pixels without touching one (sub-pixel detail); the tests compare
 // pixel-for-pixel on several scenes (Render.FillMatchesPlain*) and allow at most 1e-4 of the
@@ -73,12 +72,13 @@ public:
     // Level 0: grid lines every kSteps[0] pixels over the whole block, its edges included: the
     // rows whole, the columns as one strided kernel row per block row (and the last column).
     const int s0 = kSteps[0];
-    xs_.clear();
-    for (int x = 0; x + s0 / 2 < w_ - 1; x += s0)
+    // (The first line is always at 0: blocks narrower than s0 / 2 + 2 have just their edges.)
+    xs_.assign(1, 0);
+    for (int x = s0; x + s0 / 2 < w_ - 1; x += s0)
       xs_.push_back(x);
     xs_.push_back(w_ - 1);
-    rs_.clear();
-    for (int r = 0; r + s0 / 2 < rows_ - 1; r += s0)
+    rs_.assign(1, 0);
+    for (int r = s0; r + s0 / 2 < rows_ - 1; r += s0)
       rs_.push_back(r);
     rs_.push_back(rows_ - 1);
     for (const int r : rs_)
@@ -215,8 +215,8 @@ private:
   }
 
   // Counts the queued segments: one kernel call per distinct shape (x0, n, stride) with all its
-  // rows (on an exact grid, a kernel row at re0 + x0 * dre with step stride * dre gives exactly
-  // the plain render's c).
+  // rows (RowsJob::k0 = x0 and kstep = stride: the kernel computes exactly the plain render's c
+  // of each of these pixels).
   void flush(RenderStats &stats) {
     std::sort(segs_.begin(), segs_.end());
     for (std::size_t i = 0; i < segs_.size();) {
@@ -239,8 +239,8 @@ private:
     const auto total = static_cast<std::size_t>(shape.n) * static_cast<std::size_t>(rows);
     it_.resize(total);
     m2_.resize(total);
-    count_points(req_, {re_of(re0_, dre_, shape.x0), dre_ * shape.stride, ims_.data(), rows,
-                        shape.n, req_.max_iter, it_.data(), m2_.data()});
+    count_points(req_, {re0_, dre_, ims_.data(), rows, shape.n, req_.max_iter, it_.data(),
+                        m2_.data(), shape.x0, shape.stride});
     std::size_t from = 0;
     for (std::size_t s = i; s < j; ++s)
       for (int k = 0; k < shape.n; ++k, ++from) {
@@ -266,18 +266,6 @@ private:
   static inline thread_local std::vector<float> m2_;
 };
 
-// True when every c = re0 + x * dre, x in [0, width), is exact in double (dre a power of two,
-// re0 a multiple of dre / 2, all well inside the 53-bit range): then any kernel row over these
-// pixels, from any column and with any whole-pixel step, reproduces the plain render's c. Tiles
-// of power-of-two size are such grids at every zoom.
-bool exact_grid(double re0, double dre, int width) {
-  int e = 0;
-  if (!(dre > 0) || std::frexp(dre, &e) != 0.5) return false;
-  const double half = 0.5 * dre;
-  const double units = re0 / half; // exact: half is a power of two
-  return units == std::trunc(units) && std::abs(units) + 2.0 * width < 0x1p52;
-}
-
 } // namespace
 
 void count_region(const RenderRequest &req, int y0, int y1, std::uint32_t *iters, float *mag2,
@@ -285,8 +273,7 @@ void count_region(const RenderRequest &req, int y0, int y1, std::uint32_t *iters
   const Viewport &v = req.view;
   const int rows = y1 - y0;
   if (rows <= 0) return;
-  if (req.fill && req.max_iter >= kMinFillIter && rows >= kMinSide && v.pixel_width >= kMinSide &&
-      exact_grid(v.re_at(0), v.pixel_size(), v.pixel_width)) {
+  if (req.fill && req.max_iter >= kMinFillIter && rows >= kMinSide && v.pixel_width >= kMinSide) {
     Filler(req, y0, y1, iters, mag2).run(stats);
     return;
   }

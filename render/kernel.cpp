@@ -17,9 +17,17 @@
 
 namespace overdrive {
 
+namespace {
+// Column of point k of job, in int as RowJob states (then converted to double by the caller's
+// expression re0 + col * dre, exactly as for a whole row).
+int job_col(const RowJob &job, int k) noexcept {
+  return job.k0 + k * job.kstep;
+}
+} // namespace
+
 void kernel_reference(const RowJob &job) noexcept {
   for (int k = 0; k < job.n; ++k) {
-    const double cr = job.re0 + k * job.dre;
+    const double cr = job.re0 + job_col(job, k) * job.dre;
     const double ci = job.im;
     double zr = 0.0, zi = 0.0, zr2 = 0.0, zi2 = 0.0;
     int n = 0;
@@ -40,7 +48,7 @@ void kernel_reference(const RowJob &job) noexcept {
 namespace {
 void kernel_reference_f32(const RowJob &job) noexcept {
   for (int k = 0; k < job.n; ++k) {
-    const float cr = static_cast<float>(job.re0 + k * job.dre);
+    const float cr = static_cast<float>(job.re0 + job_col(job, k) * job.dre);
     const float ci = static_cast<float>(job.im);
     float zr = 0.0f, zi = 0.0f, zr2 = 0.0f, zi2 = 0.0f;
     int n = 0;
@@ -70,7 +78,7 @@ bool in_cardioid_or_bulb(double x, double y) noexcept {
 // and escape test, so counts differ from it only where that test fires on an escaping orbit.
 template <class T> void periodic_loop(const RowJob &job, T tol2) noexcept {
   for (int k = 0; k < job.n; ++k) {
-    const T cr = static_cast<T>(job.re0 + k * job.dre);
+    const T cr = static_cast<T>(job.re0 + job_col(job, k) * job.dre);
     const T ci = static_cast<T>(job.im);
     T zr = 0, zi = 0, zr2 = 0, zi2 = 0, sr = 0, si = 0;
     int n = 0, save = 1;
@@ -107,7 +115,7 @@ void scalar_skipping(const RowJob &job, void (*loop)(const RowJob &),
   const double tol = std::ldexp(std::abs(job.dre), -KernelOptions::periodicity_shift);
   const T tol2 = static_cast<T>(tol * tol);
   for (int k = 0; k < job.n; ++k) {
-    const double cr = job.re0 + k * job.dre;
+    const double cr = job.re0 + job_col(job, k) * job.dre;
     if (opt.skip_interior && in_cardioid_or_bulb(static_cast<T>(cr), static_cast<T>(job.im))) {
       job.iters[k] = static_cast<std::uint32_t>(job.max_iter);
       job.mag2[k] = 0.0f;
@@ -207,15 +215,15 @@ void run_kernel_rows(const RowsJob &job, Precision precision, Isa isa,
     for (int r = 0; r < job.rows; r += per) {
       const std::size_t off = static_cast<std::size_t>(r) * static_cast<std::size_t>(job.n);
       simd({job.re0, job.dre, job.im + r, std::min(per, job.rows - r), job.n, job.max_iter,
-            job.iters + off, job.mag2 + off},
+            job.iters + off, job.mag2 + off, job.k0, job.kstep},
            options, s);
     }
     return;
   }
   for (int r = 0; r < job.rows; ++r) {
     const std::size_t off = static_cast<std::size_t>(r) * static_cast<std::size_t>(job.n);
-    const RowJob row{job.re0,      job.dre,         job.im[r],     job.n,
-                     job.max_iter, job.iters + off, job.mag2 + off};
+    const RowJob row{job.re0,         job.dre,        job.im[r], job.n,    job.max_iter,
+                     job.iters + off, job.mag2 + off, job.k0,    job.kstep};
     if (!options.skip_interior && !options.periodicity) {
       (f32 ? kernel_reference_f32 : kernel_reference)(row);
     } else if (f32) {
@@ -228,8 +236,9 @@ void run_kernel_rows(const RowsJob &job, Precision precision, Isa isa,
 
 void run_kernel(const RowJob &job, Precision precision, Isa isa,
                 const KernelOptions &options) noexcept {
-  run_kernel_rows({job.re0, job.dre, &job.im, 1, job.n, job.max_iter, job.iters, job.mag2},
-                  precision, isa, options);
+  run_kernel_rows(
+      {job.re0, job.dre, &job.im, 1, job.n, job.max_iter, job.iters, job.mag2, job.k0, job.kstep},
+      precision, isa, options);
 }
 
 void run_kernel(const RowJob &job, Precision precision, Isa isa) noexcept {

@@ -93,7 +93,8 @@ template <class S> void kernel(const RowsJob &rj, const KernelOptions &opt, void
   P1Block<S> p1b{}; // zeroed once: jv and mg of lanes that never escape are never written
   auto phase1 = [&](int r) {
     const std::size_t roff = static_cast<std::size_t>(r) * static_cast<std::size_t>(rj.n);
-    const RowJob job{rj.re0, rj.dre, rj.im[r], rj.n, max_iter, rj.iters + roff, rj.mag2 + roff};
+    const RowJob job{rj.re0,          rj.dre,         rj.im[r], rj.n,    max_iter,
+                     rj.iters + roff, rj.mag2 + roff, rj.k0,    rj.kstep};
     const int nwork = prepass<S>(job, skip, sc.work);
     const T cim = S::im(job.im);
     const V ci = S::set1(cim);
@@ -103,7 +104,7 @@ template <class S> void kernel(const RowsJob &rj, const KernelOptions &opt, void
       for (int v = 0; v < kVec1; ++v) {
         const int base = g + v * L;
         pb.act[v] = S::first_lanes(nwork - base > 0 ? nwork - base : 0);
-        S::store(pb.cr + v * L, S::cre(sc.work + base, pb.act[v], job.re0, job.dre));
+        S::store(pb.cr + v * L, S::cre(sc.work + base, pb.act[v], job));
       }
       [[maybe_unused]] const int ran = phase1_run<S>(pb, ci, p1);
       KSTAT(g_p1_steps += kVec1 * ran);

@@ -66,11 +66,13 @@ struct F64 {
                          _mm256_set1_epi32(offset)));
   }
   static M first_lanes(int n) { return static_cast<M>(n >= L ? 0xff : (1u << n) - 1u); }
-  // c = re0 + k * dre exactly as the reference computes it (no FMA).
-  static V cre(const int *idx, M valid, double re0, double dre) {
-    const __m256i k = _mm256_maskz_loadu_epi32(valid, idx);
-    return _mm512_add_pd(_mm512_set1_pd(re0),
-                         _mm512_mul_pd(_mm512_cvtepi32_pd(k), _mm512_set1_pd(dre)));
+  // c = re0 + (k0 + k * kstep) * dre exactly as the reference computes it (no FMA).
+  static V cre(const int *idx, M valid, const RowJob &job) {
+    const __m256i k = _mm256_maskz_add_epi32(
+        valid, _mm256_set1_epi32(job.k0),
+        _mm256_mullo_epi32(_mm256_maskz_loadu_epi32(valid, idx), _mm256_set1_epi32(job.kstep)));
+    return _mm512_add_pd(_mm512_set1_pd(job.re0),
+                         _mm512_mul_pd(_mm512_cvtepi32_pd(k), _mm512_set1_pd(job.dre)));
   }
   static T im(double ci) { return ci; }
   // iters[idx[l]] = count[l], mag2[idx[l]] = mag[l] for lanes in m.
@@ -125,9 +127,11 @@ struct F32 {
   }
   static M first_lanes(int n) { return static_cast<M>(n >= L ? 0xffff : (1u << n) - 1u); }
   // The f32 reference rounds the double coordinate to float.
-  static V cre(const int *idx, M valid, double re0, double dre) {
-    const __m512i k = _mm512_maskz_loadu_epi32(valid, idx);
-    const __m512d r0 = _mm512_set1_pd(re0), d = _mm512_set1_pd(dre);
+  static V cre(const int *idx, M valid, const RowJob &job) {
+    const __m512i k = _mm512_maskz_add_epi32(
+        valid, _mm512_set1_epi32(job.k0),
+        _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(valid, idx), _mm512_set1_epi32(job.kstep)));
+    const __m512d r0 = _mm512_set1_pd(job.re0), d = _mm512_set1_pd(job.dre);
     const __m512d lo =
         _mm512_add_pd(r0, _mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(k)), d));
     const __m512d hi =
@@ -179,7 +183,9 @@ template <class S> int prepass(const RowJob &job, bool skip, int *work) {
         static_cast<__mmask8>(job.n - base >= 8 ? 0xff : (1u << (job.n - base)) - 1u);
     __mmask8 inside = 0;
     if (skip) {
-      __m512d x = _mm512_add_pd(r0, _mm512_mul_pd(_mm512_cvtepi32_pd(k), d));
+      const __m256i col = _mm256_add_epi32(_mm256_set1_epi32(job.k0),
+                                           _mm256_mullo_epi32(k, _mm256_set1_epi32(job.kstep)));
+      __m512d x = _mm512_add_pd(r0, _mm512_mul_pd(_mm512_cvtepi32_pd(col), d));
       if (sizeof(typename S::T) == 4) x = _mm512_cvtps_pd(_mm512_cvtpd_ps(x));
       const __m512d xm = _mm512_sub_pd(x, quarter);
       const __m512d q = _mm512_add_pd(_mm512_mul_pd(xm, xm), y2);
@@ -269,12 +275,12 @@ struct F64 : LaneScans {
       *p++ = idx[__builtin_ctz(m)] + offset;
   }
   static M first_lanes(int n) { return n >= L ? 0xfu : (1u << n) - 1u; }
-  static V cre(const int *idx, M valid, double re0, double dre) {
+  static V cre(const int *idx, M valid, const RowJob &job) {
     alignas(16) int t[L] = {};
     for (M m = valid; m; m &= m - 1)
-      t[__builtin_ctz(m)] = idx[__builtin_ctz(m)];
+      t[__builtin_ctz(m)] = job.k0 + idx[__builtin_ctz(m)] * job.kstep;
     const __m256d k = _mm256_cvtepi32_pd(_mm_load_si128(reinterpret_cast<const __m128i *>(t)));
-    return _mm256_add_pd(_mm256_set1_pd(re0), _mm256_mul_pd(k, _mm256_set1_pd(dre)));
+    return _mm256_add_pd(_mm256_set1_pd(job.re0), _mm256_mul_pd(k, _mm256_set1_pd(job.dre)));
   }
   static T im(double ci) { return ci; }
   static void scatter(std::uint32_t *iters, float *mag2, const int *idx, M m, V count, V mg) {
@@ -346,11 +352,11 @@ struct F32 : LaneScans {
       *p++ = idx[__builtin_ctz(m)] + offset;
   }
   static M first_lanes(int n) { return n >= L ? 0xffu : (1u << n) - 1u; }
-  static V cre(const int *idx, M valid, double re0, double dre) {
+  static V cre(const int *idx, M valid, const RowJob &job) {
     alignas(32) int t[L] = {};
     for (M m = valid; m; m &= m - 1)
-      t[__builtin_ctz(m)] = idx[__builtin_ctz(m)];
-    const __m256d r0 = _mm256_set1_pd(re0), d = _mm256_set1_pd(dre);
+      t[__builtin_ctz(m)] = job.k0 + idx[__builtin_ctz(m)] * job.kstep;
+    const __m256d r0 = _mm256_set1_pd(job.re0), d = _mm256_set1_pd(job.dre);
     const __m256d lo = _mm256_add_pd(
         r0,
         _mm256_mul_pd(_mm256_cvtepi32_pd(_mm_load_si128(reinterpret_cast<const __m128i *>(t))), d));
@@ -391,7 +397,7 @@ template <class S> int prepass(const RowJob &job, bool skip, int *work) {
   using T = typename S::T;
   int nwork = 0;
   for (int k = 0; k < job.n; ++k) {
-    const T cr = static_cast<T>(job.re0 + k * job.dre);
+    const T cr = static_cast<T>(job.re0 + (job.k0 + k * job.kstep) * job.dre);
     if (skip && interior<S>(static_cast<double>(cr), static_cast<double>(S::im(job.im)))) {
       job.iters[k] = static_cast<std::uint32_t>(job.max_iter);
       job.mag2[k] = 0.0f;

@@ -289,7 +289,9 @@ std::vector<std::uint8_t> encode_png_streamed(std::span<const std::uint8_t> rgb,
 
 // ---- the kernel boundary -------------------------------------------------------------------
 
-/// Escape counts of one row: count points c = re0 + k*dre + im*i, k in [0, n).
+/// Escape counts of one row: count points c = re0 + (k0 + k*kstep)*dre + im*i, k in [0, n), the
+/// column k0 + k*kstep computed in int and converted to double (so a job over some columns of a
+/// row, e.g. a segment or every 64th pixel, gets bit for bit the c of the whole row's job).
 /// iters[k] receives the escape iteration (max_iter if the point never escaped) and mag2[k]
 /// |z|^2 at escape (used for smooth colouring; unspecified for interior points).
 struct RowJob {
@@ -298,6 +300,9 @@ struct RowJob {
   int max_iter;
   std::uint32_t *iters;
   float *mag2;
+  /// Column of point 0 and the column step (see above); 0 and 1 for a whole row.
+  int k0 = 0;
+  int kstep = 1;
 };
 
 /// Switches that change a kernel's speed. skip_interior never changes a count (skipped points
@@ -338,6 +343,9 @@ struct RowsJob {
   int max_iter;
   std::uint32_t *iters;
   float *mag2;
+  /// As in RowJob: point k of every row is column k0 + k * kstep.
+  int k0 = 0;
+  int kstep = 1;
 };
 /// run_kernel over the rows of job (same precision, isa and options semantics).
 void run_kernel_rows(const RowsJob &job, Precision precision, Isa isa,

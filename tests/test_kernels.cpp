@@ -253,6 +253,65 @@ void rows_match_rows(Isa isa, Precision p) {
     }
 }
 
+// A job over some columns of a row (RowJob::k0, kstep) counts exactly the points of those
+// columns of the whole row's job: a segment, a strided grid line, on a view whose pixel size is
+// not a power of two (so re0 + k0 * dre as a new origin would round differently).
+void columns_match_row(Isa isa, Precision p) {
+  if (!require_isa(isa)) return;
+  const Viewport v{-0.743643887037151, 0.131825904205330, 1e-5, 300, 24};
+  const int max_iter = 4000;
+  const auto w = static_cast<std::size_t>(v.pixel_width);
+  struct Slice {
+    int k0, n, kstep;
+  };
+  const Slice slices[] = {{0, 300, 1}, {37, 100, 1}, {1, 299, 1}, {5, 42, 7},
+                          {63, 4, 64}, {299, 1, 1},  {150, 17, 3}};
+  for (const bool skip : {false, true})
+    for (const bool per : {false, true}) {
+      CAPTURE(skip);
+      CAPTURE(per);
+      const KernelOptions opt{skip, per};
+      const Counts want = run_view(v, max_iter, p, isa, opt);
+      std::vector<double> im(static_cast<std::size_t>(v.pixel_height));
+      for (int r = 0; r < v.pixel_height; ++r)
+        im[static_cast<std::size_t>(r)] = v.im_at(r);
+      for (const Slice &s : slices) {
+        CAPTURE(s.k0);
+        CAPTURE(s.kstep);
+        const auto n = static_cast<std::size_t>(s.n);
+        Counts got{std::vector<std::uint32_t>(n * im.size(), 0xdeadbeefu),
+                   std::vector<float>(n * im.size(), -1.0f)};
+        run_kernel_rows({v.re_at(0), v.pixel_size(), im.data(), v.pixel_height, s.n, max_iter,
+                         got.iters.data(), got.mag2.data(), s.k0, s.kstep},
+                        p, isa, opt);
+        std::size_t bad = 0, bad_mag = 0;
+        for (std::size_t r = 0; r < im.size(); ++r)
+          for (std::size_t k = 0; k < n; ++k) {
+            const std::size_t a =
+                r * w + static_cast<std::size_t>(s.k0 + static_cast<int>(k) * s.kstep);
+            const std::size_t b = r * n + k;
+            bad += want.iters[a] != got.iters[b];
+            bad_mag +=
+                want.iters[a] < static_cast<std::uint32_t>(max_iter) && want.mag2[a] != got.mag2[b];
+          }
+        CHECK(bad == 0);
+        CHECK(bad_mag == 0);
+        // One row through run_kernel too (its RowJob carries k0 and kstep as well).
+        std::vector<std::uint32_t> it(n);
+        std::vector<float> m2(n);
+        run_kernel(
+            {v.re_at(0), v.pixel_size(), im[3], s.n, max_iter, it.data(), m2.data(), s.k0, s.kstep},
+            p, isa, opt);
+        std::size_t bad_row = 0;
+        for (std::size_t k = 0; k < n; ++k)
+          bad_row +=
+              want.iters[3 * w + static_cast<std::size_t>(s.k0 + static_cast<int>(k) * s.kstep)] !=
+              it[k];
+        CHECK(bad_row == 0);
+      }
+    }
+}
+
 // The instruction sets this CPU and kernel offer, read from /proc/cpuinfo: independent of the
 // compiler's __builtin_cpu_supports that the dispatcher uses.
 Isa cpuinfo_best() {
@@ -293,6 +352,25 @@ TEST_CASE("Kernel.RowsMatchRowByRow.avx2.f32") {
 }
 TEST_CASE("Kernel.RowsMatchRowByRow.avx512.f32") {
   rows_match_rows(Isa::Avx512, Precision::F32);
+}
+
+TEST_CASE("Kernel.ColumnsMatchTheirRow.scalar") {
+  columns_match_row(Isa::Scalar, Precision::F64);
+}
+TEST_CASE("Kernel.ColumnsMatchTheirRow.avx2") {
+  columns_match_row(Isa::Avx2, Precision::F64);
+}
+TEST_CASE("Kernel.ColumnsMatchTheirRow.avx512") {
+  columns_match_row(Isa::Avx512, Precision::F64);
+}
+TEST_CASE("Kernel.ColumnsMatchTheirRow.scalar.f32") {
+  columns_match_row(Isa::Scalar, Precision::F32);
+}
+TEST_CASE("Kernel.ColumnsMatchTheirRow.avx2.f32") {
+  columns_match_row(Isa::Avx2, Precision::F32);
+}
+TEST_CASE("Kernel.ColumnsMatchTheirRow.avx512.f32") {
+  columns_match_row(Isa::Avx512, Precision::F32);
 }
 
 TEST_CASE("Kernel.MatchesReference.scalar") {

@@ -370,7 +370,7 @@ RenderRequest tile_request(TileId t, int size, int iter) {
 } // namespace
 
 TEST_CASE("Render.FillMatchesPlainOnTilesCrossingTheBoundary") {
-  // Tiles of power-of-two size (fill.cpp needs an exact grid) at 4096+ iterations (its minimum).
+  // Tiles at 4096+ iterations (fill.cpp's minimum).
   for (const TileId t : {TileId{2, 1, 1}, TileId{2, 1, 2}, TileId{2, 2, 1}, TileId{3, 3, 2},
                          TileId{5, 9, 12}, TileId{7, 76, 39}}) {
     CAPTURE(t.z);
@@ -383,19 +383,31 @@ TEST_CASE("Render.FillMatchesPlainOnTilesCrossingTheBoundary") {
   CHECK(s.filled > 0);
 }
 
-TEST_CASE("Render.FillIsOffWhereItCannotBeExact") {
-  // Not a power-of-two grid: the plain render, nothing filled.
+TEST_CASE("Render.FillMatchesPlainOnArbitraryViews") {
+  // Pixel sizes that are not powers of two and unaligned origins: the kernel computes each
+  // grid line's and cell's pixels at exactly the plain render's c (RowsJob::k0, kstep).
   RenderRequest r;
   r.view = {-0.1226, 0.7449, 0.02, 100, 100};
   r.max_iter = 5000;
-  RenderStats s;
-  render_image(r, &s);
-  CHECK(s.filled == 0);
-  CHECK(s.computed == s.iterations);
+  fill_matches_plain(r);
+  r.view = {-0.7453, 0.1127, 6.5e-3, 301, 157};
+  fill_matches_plain(r);
+  r.view = {-0.1226, 0.7449, 0.3, 301, 157}; // the period-3 bulb, filled
+  CHECK(fill_matches_plain(r).filled > 0);
+  // Issue 15's seahorse (its centre and width, 512^2 instead of 1024^2): every pixel equal.
+  r.view = {-0.743643887037151, 0.131825904205330, 1e-5, 512, 512};
+  r.max_iter = 20000;
+  RenderRequest plain = r;
+  plain.fill = false;
+  RenderStats fs;
+  const Image filled = render_image(r, &fs);
+  CHECK(differing_pixels(render_image(plain), filled) == 0);
+  CHECK(fs.filled > 5000); // inside its mini-set
 }
 
 TEST_CASE("Render.FillMatchesPlainInRowBlocks") {
-  // render_rows on row ranges (as the CLI's bands and the executors' splits call it).
+  // render_rows on row ranges (as the CLI's bands and the executors' splits call it), 20 rows
+  // each (narrower than a grid cell: the block's edges are its only level-0 lines).
   RenderRequest r = tile_request({2, 1, 1}, 96, 4096);
   const Image whole = render_image(r);
   r.fill = false;
