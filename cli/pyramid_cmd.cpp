@@ -307,15 +307,15 @@ int run_pyramid(const PyramidArgs &a) {
     const TileId t = plan.tile(index);
     TileOutcome o;
     o.z = t.z;
-    const fs::path folder = dir / std::to_string(t.z) / std::to_string(t.x);
-    const fs::path file = folder / (std::to_string(t.y) + ".png");
+    const fs::path folder = dir / std::to_string(t.z) / overdrive::to_string(t.x);
+    const fs::path file = folder / (overdrive::to_string(t.y) + ".png");
     std::error_code ec;
     if (!overwrite && fs::exists(file, ec)) return o; // complete: renamed into place
     const auto t0 = std::chrono::steady_clock::now();
     // The server's path (web/tile_handler.cpp): its parsed request for this tile, all rows,
     // encode_png of the RGB rows.
     const TileParse q =
-        parse_tile_query(std::to_string(t.z), std::to_string(t.x), std::to_string(t.y), params);
+        parse_tile_query(std::to_string(t.z), overdrive::to_string(t.x), overdrive::to_string(t.y), params);
     if (!q.query) throw std::runtime_error(q.error);
     const RenderRequest &req = q.query->request;
     std::vector<std::uint8_t> rgb(static_cast<std::size_t>(size) * static_cast<std::size_t>(size) *
