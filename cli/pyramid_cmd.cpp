@@ -314,8 +314,8 @@ int run_pyramid(const PyramidArgs &a) {
     const auto t0 = std::chrono::steady_clock::now();
     // The server's path (web/tile_handler.cpp): its parsed request for this tile, all rows,
     // encode_png of the RGB rows.
-    const TileParse q =
-        parse_tile_query(std::to_string(t.z), overdrive::to_string(t.x), overdrive::to_string(t.y), params);
+    const TileParse q = parse_tile_query(std::to_string(t.z), overdrive::to_string(t.x),
+                                         overdrive::to_string(t.y), params);
     if (!q.query) throw std::runtime_error(q.error);
     const RenderRequest &req = q.query->request;
     std::vector<std::uint8_t> rgb(static_cast<std::size_t>(size) * static_cast<std::size_t>(size) *
