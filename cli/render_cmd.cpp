@@ -1,9 +1,9 @@
 // `overdrive render`: renders a view or a tile to a PNG file, streamed in row bands
 // (cli/poster.cpp), with progress; under mpirun across the ranks.
 #include "cli/commands.hpp"
+#include "cli/formats.hpp"
 #include "cli/mpi_session.hpp"
 #include "cli/poster.hpp"
-#include "cli/formats.hpp"
 #include "executors/executor.hpp"
 #include "render/render.hpp"
 
