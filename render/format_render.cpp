@@ -128,8 +128,7 @@ std::optional<Precision> parse_or_reason(std::string_view name, std::string *why
     p = Precision::QD;
   } else if (name.starts_with("posit")) {
     const auto n = small_uint(name.substr(5));
-    if (!n || (*n != 8 && *n != 16 && *n != 32))
-      return fail("posit" + std::string(name.substr(5, 8)) + " is not posit8, posit16 or posit32");
+    if (!n || (*n != 8 && *n != 16 && *n != 32)) return fail("positN needs N = 8, 16 or 32");
     p = Precision::posit(*n);
   } else if (name.starts_with("masked:")) {
     const auto v = two_uints(name.substr(7));
