@@ -59,7 +59,7 @@ Run run_shell(const std::string &cmd, int seconds = 120) {
 constexpr const char *kRankAsanOptions = "ASAN_OPTIONS=detect_leaks=0";
 
 std::string mpirun_pyramid(const std::string &mpirun, int ranks, const std::string &args) {
-  return std::string(kRankAsanOptions) + " " + shell_quote(mpirun) + " -n " +
+  return "env " + std::string(kRankAsanOptions) + " " + shell_quote(mpirun) + " -n " +
          std::to_string(ranks) + " --oversubscribe " + shell_quote(OVERDRIVE_BIN_PATH) +
          " pyramid " + args;
 }
