@@ -39,20 +39,6 @@ std::string require_mpirun() {
   return mpirun;
 }
 
-/// A shell command, bounded by timeout(1); stdout and stderr together.
-Run run_shell(const std::string &cmd, int seconds = 120) {
-  Run r;
-  FILE *p = popen(("timeout " + std::to_string(seconds) + " " + cmd + " 2>&1").c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  std::size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0)
-    r.output.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
-
 /// Open MPI's own allocations (its MCA components, freed or not at MPI_Finalize) are not
 /// LeakSanitizer-clean, so ranks run without leak detection; ASan's other checks stay on. The ranks
 /// inherit mpirun's environment.
@@ -125,11 +111,12 @@ TEST_CASE("Pyramid.TwoRanksEqualOneProcessAndTheServer" * doctest::timeout(300))
   INFO(r1.output);
   REQUIRE(r1.status == 0);
   CHECK(r1.output.find("341 tiles (341 rendered, 0 skipped)") != std::string::npos);
-  const Run r2 = run_shell(mpirun_pyramid(mpirun, 2, args + " --out " + dyn));
+  const Run r2 = run_shell(mpirun_pyramid(mpirun, 2, args + " --out " + dyn), 120);
   INFO(r2.output);
   REQUIRE(r2.status == 0);
   CHECK(r2.output.find("2 ranks (dynamic)") != std::string::npos);
-  const Run r3 = run_shell(mpirun_pyramid(mpirun, 2, args + " --schedule static --out " + sta));
+  const Run r3 =
+      run_shell(mpirun_pyramid(mpirun, 2, args + " --schedule static --out " + sta), 120);
   INFO(r3.output);
   REQUIRE(r3.status == 0);
 

@@ -27,11 +27,11 @@ inline std::string shell_quote(const std::string &s) {
   return q + "'";
 }
 
-/// `overdrive ARGS` (ARGS is shell text); the CLI itself must never hang, so 60 s bound it.
-inline Run run_overdrive(const std::string &args) {
-  const std::string cmd = "timeout 60 " + shell_quote(OVERDRIVE_BIN_PATH) + " " + args + " 2>&1";
+/// A shell command, bounded by timeout(1); stdout and stderr together.
+inline Run run_shell(const std::string &cmd, int seconds) {
+  const std::string bounded = "timeout " + std::to_string(seconds) + " " + cmd + " 2>&1";
   Run r;
-  FILE *p = popen(cmd.c_str(), "r");
+  FILE *p = popen(bounded.c_str(), "r");
   REQUIRE(p != nullptr);
   char buf[4096];
   std::size_t n;
@@ -40,6 +40,11 @@ inline Run run_overdrive(const std::string &args) {
   const int st = pclose(p);
   r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
+}
+
+/// `overdrive ARGS` (ARGS is shell text); the CLI itself must never hang, so 60 s bound it.
+inline Run run_overdrive(const std::string &args) {
+  return run_shell(shell_quote(OVERDRIVE_BIN_PATH) + " " + args, 60);
 }
 
 } // namespace overdrive::test
